@@ -1,0 +1,159 @@
+"""The command line: a thin click layer over the pipeline; the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .data import Scenario
+from .errors import ReportgenError, UsageError
+
+SCENARIO = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)=(?P<targets>[^=]+)$")
+
+
+def _ranks(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    ranks: list[int] = []
+    for part in value.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) < 1:
+            raise click.BadParameter(f"{part!r} is not a positive integer (example: --ranks 4,8,16,64)")
+        if int(part) not in ranks:
+            ranks.append(int(part))
+    return tuple(ranks)
+
+
+def _scenarios(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[Scenario, ...]:
+    scenarios: list[Scenario] = []
+    for text in value:
+        match = SCENARIO.match(text.strip())
+        targets = tuple(t.strip() for t in match.group("targets").split(",")) if match else ()
+        if match is None or not all(targets):
+            raise click.BadParameter(
+                f"{text!r} is not NAME=module[,module...] (example: --scenario attn_mlp=q_proj,v_proj,down_proj)"
+            )
+        scenarios.append(Scenario(match.group("name"), targets, "user scenario"))
+    return tuple(scenarios)
+
+
+def study_options(func: Any) -> Any:
+    """The options every analysing command shares."""
+    options = [
+        click.option("--ranks", default="8,16", show_default=True, callback=_ranks,
+                     help="Comma-separated LoRA ranks to study."),
+        click.option("--scenario", "scenarios", multiple=True, callback=_scenarios, metavar="NAME=MOD[,MOD]",
+                     help="An extra targeting scenario; repeatable. MOD is a module name (q_proj), "
+                          "a role (q, k, v, o, gate, up, down) or all-linear."),
+        click.option("--trust-remote-code", is_flag=True,
+                     help="Allow a config's own Python code (auto_map) to run. Off by default."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="reportgen")
+def cli() -> None:
+    """What LoRA at rank r on these modules trains, for any causal LM, counted twice.
+
+    reportgen builds each model from its config on the meta device (no weights
+    are downloaded or materialised), counts every module type, computes the LoRA
+    trainables of every scenario and rank by formula and again with PEFT, and
+    writes a static report site.
+
+    \b
+    Example:
+        reportgen report --models models.txt --out reports
+        reportgen inspect meta-llama/Llama-3.2-1B-Instruct
+    """
+
+
+@cli.command()
+@click.option("--models", "models_file", required=True, type=click.Path(path_type=Path),
+              help="File with one model per line: a hub id (org/name[@rev]), a model folder or a config.json.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True,
+              help="Output folder; reportgen replaces its own files there and leaves the rest alone.")
+@study_options
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where the merge check runs.")
+@click.option("--no-merge-check", is_flag=True, help="Skip the merge_and_unload check on real tensors.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Log the time of each stage of each model.")
+def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tuple[Scenario, ...],
+           trust_remote_code: bool, device: str, no_merge_check: bool, quiet: bool, verbose: bool) -> None:
+    """Write the report site (HTML, Markdown, JSON, charts) for every model in a models file.
+
+    Exit status: 0 when every model succeeded, 1 when any failed (the others are
+    still written and the index lists the failure), 2 for a usage error.
+
+    \b
+    Example:
+        reportgen report --models models.txt --out reports --ranks 4,8,16,64 \\
+            --scenario attn_mlp=q_proj,v_proj,down_proj
+    """
+    from .pipeline import Study, run
+    from .render.site import write_site
+    from .resolve import read_models_file
+
+    _logging(quiet, verbose)
+    specs, notes = _usage(lambda: read_models_file(models_file))
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    study = Study(ranks=ranks, scenarios=scenarios, merge_check=not no_merge_check, device=device,
+                  trust_remote_code=trust_remote_code)
+    result = run(specs, study, notes)
+    try:
+        write_site(result, out)
+    except ReportgenError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not quiet:
+        click.echo(f"wrote {len(result.reports)} model report(s) to {out}/ (index: {out / 'index.html'})")
+    for failure in result.failures:
+        click.echo(f"error: {failure.error}", err=True)
+    sys.exit(0 if result.ok else 1)
+
+
+@cli.command()
+@click.argument("model")
+@study_options
+def inspect(model: str, ranks: tuple[int, ...], scenarios: tuple[Scenario, ...], trust_remote_code: bool) -> None:
+    """Print one model's module table, LoRA cells and PEFT check in the terminal.
+
+    MODEL is a hub id (bundled ones work offline), a model folder or a config.json.
+
+    \b
+    Example:
+        reportgen inspect meta-llama/Llama-3.2-1B-Instruct --ranks 8,16
+    """
+    from .pipeline import Study, analyse_spec
+    from .render.terminal import render
+    from .resolve import ModelSpec
+
+    study = Study(ranks=ranks, scenarios=scenarios, merge_check=False, trust_remote_code=trust_remote_code)
+    try:
+        result = analyse_spec(ModelSpec(text=model, origin="command line"), "inspect", study)
+    except ReportgenError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(render(result), nl=False)
+
+
+def _usage(load: Any) -> Any:
+    try:
+        return load()
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _logging(quiet: bool, verbose: bool) -> None:
+    level = logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()
