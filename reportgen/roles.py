@@ -85,10 +85,12 @@ def dimensions(config: Any) -> Dimensions:
     """Hidden size, heads, kv heads, head_dim, intermediate size, experts, read from a config."""
     hidden = int(_first(config, "hidden_size", "n_embd", "d_model"))
     heads = int(_first(config, "num_attention_heads", "n_head"))
-    kv_heads = _first(config, "num_key_value_heads", "num_kv_heads", "n_head_kv")
-    if kv_heads is None:
-        # Falcon's original layout: multi-query attention shares one k and one v head.
-        kv_heads = 1 if getattr(config, "multi_query", False) else heads
+    if getattr(config, "multi_query", False) and not getattr(config, "new_decoder_architecture", False):
+        # Falcon's original layout: multi-query attention shares one k and one v head
+        # (its config still carries num_kv_heads = num_attention_heads, unused).
+        kv_heads = 1
+    else:
+        kv_heads = _first(config, "num_key_value_heads", "num_kv_heads", "n_head_kv") or heads
     head_dim = _first(config, "head_dim") or hidden // heads
     intermediate = _first(config, "intermediate_size", "n_inner", "ffn_hidden_size", "ffn_dim")
     if intermediate is None:
