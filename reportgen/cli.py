@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -10,7 +11,7 @@ from typing import Any
 
 import click
 
-from .data import Scenario
+from .data import BASE_DTYPES, OPTIMIZERS, MemoryAssumptions, Scenario
 from .errors import ReportgenError, UsageError
 
 SCENARIO = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)=(?P<targets>[^=]+)$")
@@ -56,6 +57,36 @@ def study_options(func: Any) -> Any:
     return func
 
 
+MEMORY_DEFAULTS = MemoryAssumptions()
+MEMORY_OPTIONS = ("seq_len", "batch_size", "grad_checkpointing", "optimizer", "base_dtype")
+
+
+def memory_options(func: Any) -> Any:
+    """The training-memory options; the command receives them as one `memory` (MemoryAssumptions)."""
+    d = MEMORY_DEFAULTS
+    options = [
+        click.option("--seq-len", type=click.IntRange(min=1), default=d.seq_len, show_default=True,
+                     help="Tokens per sequence for the activation estimate."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=d.batch_size, show_default=True,
+                     help="Sequences per micro-batch on one GPU."),
+        click.option("--grad-checkpointing/--no-grad-checkpointing", default=d.grad_checkpointing,
+                     show_default=True, help="Recompute each layer in the backward pass (keeps layer inputs only)."),
+        click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=d.optimizer, show_default=True,
+                     help="adamw: fp32 m and v (8 bytes per trainable parameter); adamw-8bit: block-wise 8-bit."),
+        click.option("--base-dtype", type=click.Choice(BASE_DTYPES), default=d.base_dtype, show_default=True,
+                     help="Frozen base weights of full and lora (qlora is always NF4, embeddings and head 16-bit)."),
+    ]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for name in MEMORY_OPTIONS}
+        return func(*args, memory=MemoryAssumptions(**values), **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="reportgen")
 def cli() -> None:
@@ -79,13 +110,15 @@ def cli() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True,
               help="Output folder; reportgen replaces its own files there and leaves the rest alone.")
 @study_options
+@memory_options
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the merge check runs.")
 @click.option("--no-merge-check", is_flag=True, help="Skip the merge_and_unload check on real tensors.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Log the time of each stage of each model.")
 def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tuple[Scenario, ...],
-           trust_remote_code: bool, device: str, no_merge_check: bool, quiet: bool, verbose: bool) -> None:
+           trust_remote_code: bool, memory: MemoryAssumptions, device: str, no_merge_check: bool, quiet: bool,
+           verbose: bool) -> None:
     """Write the report site (HTML, Markdown, JSON, charts) for every model in a models file.
 
     Exit status: 0 when every model succeeded, 1 when any failed (the others are
@@ -105,7 +138,7 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
     for note in notes:
         click.echo(f"note: {note}", err=True)
     study = Study(ranks=ranks, scenarios=scenarios, merge_check=not no_merge_check, device=device,
-                  trust_remote_code=trust_remote_code)
+                  trust_remote_code=trust_remote_code, memory=memory)
     result = run(specs, study, notes)
     try:
         write_site(result, out)
@@ -121,20 +154,24 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
 @cli.command()
 @click.argument("model")
 @study_options
-def inspect(model: str, ranks: tuple[int, ...], scenarios: tuple[Scenario, ...], trust_remote_code: bool) -> None:
-    """Print one model's module table, LoRA cells and PEFT check in the terminal.
+@memory_options
+def inspect(model: str, ranks: tuple[int, ...], scenarios: tuple[Scenario, ...], trust_remote_code: bool,
+            memory: MemoryAssumptions) -> None:
+    """Print one model's module table, LoRA cells, PEFT check and training memory in the terminal.
 
     MODEL is a hub id (bundled ones work offline), a model folder or a config.json.
 
     \b
     Example:
         reportgen inspect meta-llama/Llama-3.2-1B-Instruct --ranks 8,16
+        reportgen inspect meta-llama/Llama-3.1-8B-Instruct --seq-len 4096 --optimizer adamw-8bit
     """
     from .pipeline import Study, analyse_spec
     from .render.terminal import render
     from .resolve import ModelSpec
 
-    study = Study(ranks=ranks, scenarios=scenarios, merge_check=False, trust_remote_code=trust_remote_code)
+    study = Study(ranks=ranks, scenarios=scenarios, merge_check=False, trust_remote_code=trust_remote_code,
+                  memory=memory)
     try:
         result = analyse_spec(ModelSpec(text=model, origin="command line"), "inspect", study)
     except ReportgenError as exc:

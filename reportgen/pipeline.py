@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 
 from . import data
-from .data import Environment, MergeCheck, ModelFailure, ModelReport, Printouts, RunResult, Scenario
+from .data import (
+    Environment, MemoryAssumptions, MergeCheck, ModelFailure, ModelReport, Printouts, RunResult, Scenario,
+)
 from .errors import ReportgenError
 from .resolve import ModelSpec, resolve
 
@@ -31,6 +33,7 @@ class Study:
     merge_check: bool = True
     device: str = "auto"
     trust_remote_code: bool = False
+    memory: MemoryAssumptions = MemoryAssumptions()
 
 
 @dataclass
@@ -77,6 +80,7 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
     # Imported here so that `reportgen --help` and usage errors never pay for torch.
     from .analyse import SEED_SCENARIOS, default_scenarios, formula_cell, model_info, module_rows
     from .build import build_meta_model, load_config
+    from .memory import memory_rows, memory_shape
     from .peft_count import count_cell, reference_step
     from .roles import dimensions
 
@@ -96,6 +100,7 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
         info = model_info(model, resolved.id, resolved.source, rows, dims)
         scenarios = default_scenarios(rows, study.scenarios)
         base_printout = repr(model)
+        shape = memory_shape(info, rows, config, dims.num_experts)
     progress.on_stage(spec.text, "peft")
     cells: list[data.Cell] = []
     with _stage(spec.text, "peft"):
@@ -109,6 +114,8 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
         reference, peft_printout = (None, "")
         if reference_rows:
             reference, peft_printout = reference_step(model, reference_cell, reference_rows)
+    with _stage(spec.text, "memory"):
+        memory = memory_rows(info, rows, tuple(cells), shape, study.memory, study.ranks)
     merge = MergeCheck(status="not_run", note="the merge check is not implemented yet")
     if not study.merge_check:
         merge = MergeCheck(status="skipped", note="skipped: --no-merge-check was given")
@@ -123,6 +130,8 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
         printouts=Printouts(base=base_printout, peft=peft_printout),
         merge_check=merge,
         environment=environment(),
+        memory=memory,
+        memory_assumptions=study.memory.stated(),
     )
 
 

@@ -54,6 +54,44 @@ def cell_table(report: ModelReport) -> pd.DataFrame:
     )
 
 
+def _gb(count: int) -> str:
+    return f"{count / 1e9:.2f}"
+
+
+def memory_table(report: ModelReport) -> pd.DataFrame:
+    """full, lora and qlora at the chosen scenario and rank: each component in GB, and the GPUs it fits."""
+    return pd.DataFrame(
+        [
+            {
+                "method": row.method,
+                "scenario": row.scenario,
+                "rank": "-" if row.rank is None else row.rank,
+                "trainable": _count(row.trainable_params),
+                "weights GB": _gb(row.weight_bytes),
+                "gradients GB": _gb(row.gradient_bytes),
+                "optimizer GB": _gb(row.optimizer_bytes),
+                "activations GB": _gb(row.activation_bytes),
+                "total GB": _gb(row.total_bytes),
+                "fits": row.fits_label,
+            }
+            for row in report.memory_headline
+        ]
+    )
+
+
+def memory_lines(report: ModelReport) -> list[str]:
+    """The memory table and every assumption behind it."""
+    if not report.memory_headline:
+        return []
+    lines = ["", "Training memory (GB = 1e9 bytes)", memory_table(report).to_string(index=False)]
+    others = len(report.memory) - len(report.memory_headline)
+    if others:
+        lines.append(f"  ({others} more lora/qlora rows, one per scenario and rank, are in report.json)")
+    lines.append("Assumptions")
+    lines += [f"  {item.name} = {item.value}: {item.statement} [{item.source}]" for item in report.memory_assumptions]
+    return lines
+
+
 def render(report: ModelReport) -> str:
     """The whole terminal printout of one model."""
     model = report.model
@@ -71,4 +109,5 @@ def render(report: ModelReport) -> str:
     ]
     if report.peft_reference is not None:
         lines += ["", f"PEFT, {report.peft_reference.config}:", "  " + report.peft_reference.summary_line]
+    lines += memory_lines(report)
     return "\n".join(lines) + "\n"
