@@ -1,0 +1,231 @@
+"""Training memory of full fine-tuning, LoRA and QLoRA (issue 6), against hand calculations and accelerate.
+
+Every expected figure is written out here from the model's published
+dimensions, the papers' formulas, or accelerate's own size computation on the
+same meta model; none is taken from reportgen's output.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from accelerate.utils import CustomDtype, compute_module_sizes
+from accelerate.utils.modeling import compute_module_total_buffer_size
+from click.testing import CliRunner
+from torch import nn
+
+from reportgen.build import build_meta_model, load_config
+from reportgen.cli import cli
+from reportgen.data import MemoryAssumptions, MemoryRow, ModelReport
+from reportgen.memory import memory_rows, memory_shape
+from reportgen.pipeline import Study, analyse_spec
+from reportgen.resolve import ModelSpec, resolve
+
+LLAMA_8B = "meta-llama/Llama-3.1-8B-Instruct"
+GIB = 2**30
+
+# Llama-3.1-8B-Instruct, from its config.json: 32 layers, hidden 4096, 32 heads of 128, 8 kv heads,
+# intermediate 14336, vocabulary 128256, untied embeddings; 8,030,261,248 parameters (published).
+L, H, HEADS, KV, D, I, V = 32, 4096, 32, 8, 128, 14336, 128_256
+LLAMA_8B_PARAMS = 8_030_261_248
+# (out, in) of the seven projections of one layer.
+PROJECTIONS = {
+    "q_proj": (HEADS * D, H), "k_proj": (KV * D, H), "v_proj": (KV * D, H), "o_proj": (H, HEADS * D),
+    "gate_proj": (I, H), "up_proj": (I, H), "down_proj": (H, I),
+}
+
+
+@pytest.fixture(scope="module")
+def llama() -> ModelReport:
+    return analyse_spec(ModelSpec(LLAMA_8B, "test"), "llama", Study(ranks=(8, 16), merge_check=False))
+
+
+def headline(report: ModelReport, method: str) -> MemoryRow:
+    (row,) = [row for row in report.memory_headline if row.method == method]
+    return row
+
+
+def rows_with(report: ModelReport, assumptions: MemoryAssumptions) -> dict[str, MemoryRow]:
+    """The headline rows of the same counted cells under other assumptions (no PEFT re-run)."""
+    config = load_config(resolve(ModelSpec(report.model.id, "test")))
+    shape = memory_shape(report.model, report.modules, config)
+    rows = memory_rows(report.model, report.modules, report.cells, shape, assumptions, report.ranks)
+    return {row.method: row for row in rows if row.headline}
+
+
+def test_bf16_weights_are_two_bytes_per_published_parameter(llama: ModelReport) -> None:
+    full = headline(llama, "full")
+    assert full.weight_bytes == LLAMA_8B_PARAMS * 2 == 16_060_522_496
+    assert round(full.weight_bytes / 1e9, 2) == 16.06
+    assert headline(llama, "lora").frozen_weight_bytes == 16_060_522_496
+
+
+def test_lora_all_linear_r16_trains_41943040(llama: ModelReport) -> None:
+    # r * (m + n) per projection per layer: 16 * 32 * [(4096+4096) + 2*(1024+4096) + (4096+4096) + 3*(14336+4096)]
+    #                                      = 16 * 32 * 81,920 = 41,943,040
+    by_hand = 16 * L * sum(out + inp for out, inp in PROJECTIONS.values())
+    assert by_hand == 16 * 32 * 81_920 == 41_943_040
+    lora, qlora = headline(llama, "lora"), headline(llama, "qlora")
+    assert (lora.scenario, lora.rank) == ("all_linear", 16)  # the largest rank of the study
+    assert lora.trainable_params == qlora.trainable_params == 41_943_040
+    # fp32 adapters (PEFT upcasts): 4 bytes of weight, 4 of gradient, 8 of AdamW state per parameter.
+    assert lora.trainable_weight_bytes == lora.gradient_bytes == 4 * 41_943_040
+    assert lora.optimizer_bytes == 8 * 41_943_040
+
+
+def test_qlora_nf4_weights_by_hand(llama: ModelReport) -> None:
+    qlora = headline(llama, "qlora")
+    assert 4.5e9 <= qlora.weight_bytes <= 6.5e9
+    # Quantised: the seven projections of 32 layers; kept in bf16: embeddings, head and norms.
+    quantised = L * sum(out * inp for out, inp in PROJECTIONS.values())
+    assert quantised == 6_979_321_856
+    kept = 2 * V * H + H * (2 * L + 1)  # embed_tokens, lm_head, two norms per layer and the final norm
+    assert kept == LLAMA_8B_PARAMS - quantised
+    # NF4: 4 bits per weight; double quantisation: one 8-bit absmax per 64 weights, one fp32 per 256 absmax.
+    blocks = {name: out * inp // 64 for name, (out, inp) in PROJECTIONS.items()}
+    constants = L * sum(n + math.ceil(n / 256) * 4 for n in blocks.values())
+    assert qlora.quantisation_bytes == constants
+    assert qlora.frozen_weight_bytes == quantised // 2 + constants + kept * 2
+    assert qlora.weight_bytes == qlora.frozen_weight_bytes + 4 * 41_943_040
+
+
+def test_qlora_without_double_quantisation_stores_fp32_absmax(llama: ModelReport) -> None:
+    qlora = rows_with(llama, MemoryAssumptions(double_quant=False))["qlora"]
+    # QLoRA sec. 3: 32 bits per 64 weights = 0.5 bits per parameter.
+    assert qlora.quantisation_bytes == 6_979_321_856 // 64 * 4
+
+
+def test_full_adamw_optimizer_state(llama: ModelReport) -> None:
+    full = headline(llama, "full")
+    assert full.optimizer_bytes >= 8 * LLAMA_8B_PARAMS
+    # ZeRO sec. 3.1, mixed-precision Adam: fp32 master, m and v: 12 bytes per parameter; bf16 gradients 2.
+    assert full.optimizer_bytes == 12 * LLAMA_8B_PARAMS
+    assert full.gradient_bytes == 2 * LLAMA_8B_PARAMS
+    fp32 = rows_with(llama, MemoryAssumptions(base_dtype="fp32"))["full"]
+    assert fp32.weight_bytes == fp32.gradient_bytes == 4 * LLAMA_8B_PARAMS
+    assert fp32.optimizer_bytes == 8 * LLAMA_8B_PARAMS  # no master copy when the weights are fp32
+
+
+def test_adamw_8bit_state(llama: ModelReport) -> None:
+    rows = rows_with(llama, MemoryAssumptions(optimizer="adamw-8bit"))
+    # Two 8-bit states with one fp32 absmax per 2048 values: 41,943,040 / 2048 = 20,480 blocks.
+    assert rows["lora"].optimizer_bytes == 2 * (41_943_040 + 20_480 * 4)
+    # Full fine-tuning keeps its fp32 master weights beside the 8-bit states.
+    assert rows["full"].optimizer_bytes == 2 * (LLAMA_8B_PARAMS + math.ceil(LLAMA_8B_PARAMS / 2048) * 4) + (
+        4 * LLAMA_8B_PARAMS
+    )
+
+
+def test_totals_order_and_gpu_fit(llama: ModelReport) -> None:
+    full, lora, qlora = (headline(llama, method) for method in ("full", "lora", "qlora"))
+    assert full.total_bytes > lora.total_bytes > qlora.total_bytes
+    # 16 bytes per parameter (ZeRO) alone is 128.5e9 bytes, more than 80 GiB (85.9e9 bytes).
+    assert full.total_bytes > 16 * LLAMA_8B_PARAMS > 80 * GIB
+    assert full.fits_gib == ()
+    # QLoRA of an 8B model on a 24 GB card is the paper's point; its weights alone are under 6.5e9 bytes.
+    assert qlora.fits_gib == (24, 40, 80)
+    for row in llama.memory:
+        assert row.total_bytes == (
+            row.weight_bytes + row.gradient_bytes + row.optimizer_bytes + row.activation_bytes
+        )
+
+
+def test_activations_with_checkpointing_by_hand(llama: ModelReport) -> None:
+    s, b = 2048, 1  # the defaults
+    lora = headline(llama, "lora")
+    layer_inputs = L * 2 * s * b * H  # 16-bit input of every layer
+    # One layer recomputed, 16-bit: norm input, qkv input, q, k, v, o input; scores and softmax (no dropout).
+    attention = 2 * s * b * (H + H + HEADS * D + KV * D + KV * D + HEADS * D) + 2 * 2 * HEADS * s * s * b
+    mlp = 2 * s * b * (H + H + 4 * I)  # norm input, gate/up input, gate, up, act(gate), product
+    lora_xa = 4 * s * b * 16 * 7  # fp32 x*A of the seven adapted matrices, r = 16
+    logits = 4 * s * b * V
+    assert lora.activation_bytes == layer_inputs + attention + mlp + lora_xa + logits
+    assert headline(llama, "full").activation_bytes == layer_inputs + attention + mlp + logits
+
+
+def test_cross_check_weights_with_accelerate(llama: ModelReport) -> None:
+    model = build_meta_model(load_config(resolve(ModelSpec(LLAMA_8B, "test"))))
+    # As `accelerate estimate-memory` does: sizes of an fp32 model, which compute_module_sizes casts down.
+    model = model.to(torch.float32)
+    for dtype, base_dtype in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
+        params_only = compute_module_sizes(model, dtype=dtype)[""] - compute_module_total_buffer_size(model, dtype)
+        assert rows_with(llama, MemoryAssumptions(base_dtype=base_dtype))["full"].weight_bytes == params_only
+    # NF4 data at half a byte per weight (accelerate's INT4), everything outside the blocks' Linear in bf16.
+    keep = {
+        f"{module_name}.{param_name}": "bfloat16"
+        for module_name, module in model.named_modules()
+        for param_name, _ in module.named_parameters(recurse=False)
+        if not (isinstance(module, nn.Linear) and ".layers." in module_name and param_name == "weight")
+    }
+    nf4_sizes = compute_module_sizes(model, dtype=CustomDtype.INT4, special_dtypes=keep)[""]
+    nf4_buffers = compute_module_total_buffer_size(model, dtype=CustomDtype.INT4)
+    qlora = headline(llama, "qlora")
+    assert qlora.frozen_weight_bytes - qlora.quantisation_bytes == nf4_sizes - nf4_buffers
+
+
+def tiny(tmp_path: Path, config: dict[str, Any], study: Study) -> ModelReport:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    return analyse_spec(ModelSpec(str(path), "test"), "tiny", study)
+
+
+def test_gpt2_without_checkpointing_is_korthikantis_formula(tmp_path: Path) -> None:
+    # GPT-2 is the paper's layer: multi-head attention, a 4h GELU MLP, dropout (0.1 in its config).
+    h, a, layers, vocab, s, b = 64, 4, 2, 128, 32, 3
+    config = {"model_type": "gpt2", "n_embd": h, "n_head": a, "n_layer": layers, "vocab_size": vocab, "n_positions": s}
+    memory = MemoryAssumptions(seq_len=s, batch_size=b, grad_checkpointing=False)
+    report = tiny(tmp_path, config, Study(ranks=(4,), merge_check=False, memory=memory))
+    full = headline(report, "full")
+    per_layer = s * b * h * (34 + 5 * a * s // h)  # Korthikanti et al. 2022, eq. (1), bytes in 16-bit
+    assert 5 * a * s % h == 0
+    assert full.activation_bytes == layers * per_layer + 4 * s * b * vocab
+
+
+def test_mixtral_activations_count_the_active_experts(tmp_path: Path) -> None:
+    h, heads, kv, inter, layers, vocab, experts, top_k, s = 64, 4, 2, 96, 2, 128, 4, 2, 16
+    config = {
+        "model_type": "mixtral", "hidden_size": h, "num_attention_heads": heads, "num_key_value_heads": kv,
+        "intermediate_size": inter, "num_hidden_layers": layers, "vocab_size": vocab, "head_dim": h // heads,
+        "num_local_experts": experts, "num_experts_per_tok": top_k, "attention_dropout": 0.0,
+    }
+    memory = MemoryAssumptions(seq_len=s, grad_checkpointing=False)
+    report = tiny(tmp_path, config, Study(ranks=(4,), merge_check=False, memory=memory))
+    d = h // heads
+    attention = 2 * s * (2 * h + 2 * heads * d + 2 * kv * d) + 2 * 2 * heads * s * s
+    # norm input, router input, router logits, and per active expert: its input copy, gate, up, act, product
+    mlp = 2 * s * (2 * h + experts + top_k * (h + 4 * inter))
+    assert headline(report, "full").activation_bytes == layers * (attention + mlp) + 4 * s * vocab
+
+
+def test_report_json_memory_through_the_cli(tmp_path: Path) -> None:
+    models = tmp_path / "models.txt"
+    models.write_text("HuggingFaceTB/SmolLM2-135M-Instruct\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, [
+        "report", "--models", str(models), "--out", str(out), "--no-merge-check", "--ranks", "8",
+        "--seq-len", "512", "--batch-size", "2", "--no-grad-checkpointing", "--optimizer", "adamw-8bit",
+        "--base-dtype", "fp32",
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "HuggingFaceTB--SmolLM2-135M-Instruct" / "report.json").read_text())
+    contract = {"method", "scenario", "rank", "weight_bytes", "trainable_params", "gradient_bytes",
+                "optimizer_bytes", "activation_bytes", "total_bytes"}
+    assert all(contract <= set(row) for row in report["memory"])
+    assert [row["method"] for row in report["memory"] if row["headline"]] == ["full", "lora", "qlora"]
+    full = report["memory"][0]
+    assert full["weight_bytes"] == 4 * 134_515_008  # fp32, the published parameter count
+    stated = {item["name"]: item["value"] for item in report["memory_assumptions"]}
+    assert (stated["seq_len"], stated["batch_size"], stated["grad_checkpointing"]) == ("512", "2", "off")
+    assert (stated["optimizer"], stated["base_dtype"]) == ("adamw-8bit", "fp32")
+    assert all(item["source"] for item in report["memory_assumptions"])
+
+
+def test_an_unknown_optimizer_is_a_usage_error() -> None:
+    result = CliRunner().invoke(cli, ["inspect", LLAMA_8B, "--optimizer", "sgd"])
+    assert result.exit_code == 2
+    assert "'sgd' is not one of 'adamw', 'adamw-8bit'" in result.output
