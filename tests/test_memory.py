@@ -229,3 +229,14 @@ def test_an_unknown_optimizer_is_a_usage_error() -> None:
     result = CliRunner().invoke(cli, ["inspect", LLAMA_8B, "--optimizer", "sgd"])
     assert result.exit_code == 2
     assert "'sgd' is not one of 'adamw', 'adamw-8bit'" in result.output
+
+
+def test_inspect_prints_the_memory_table_and_its_assumptions() -> None:
+    result = CliRunner().invoke(cli, ["inspect", "HuggingFaceTB/SmolLM2-135M-Instruct", "--ranks", "8"])
+    assert result.exit_code == 0, result.output
+    memory = result.output.split("Training memory (GB = 1e9 bytes)")[1]
+    table, assumptions = memory.split("Assumptions")
+    assert [line.split()[0] for line in table.strip().splitlines()[1:4]] == ["full", "lora", "qlora"]
+    # SmolLM2-135M in bf16: 134,515,008 parameters * 2 bytes = 0.27 GB of weights.
+    assert table.strip().splitlines()[1].split()[4] == "0.27"
+    assert "Korthikanti et al. 2022" in assumptions and "Dettmers et al. 2023, QLoRA" in assumptions
