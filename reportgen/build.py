@@ -1,17 +1,26 @@
-"""Build: a config dict -> a causal LM on the meta device (no weights, any size)."""
+"""Build: a config dict -> a causal LM on the meta device (no weights, any size).
+
+Remote code (a config's ``auto_map``) runs only with ``--trust-remote-code``
+and a model folder to run it from. A config transformers knows, but which
+also carries an ``auto_map``, is built with transformers' own class instead,
+and the report says so. A config with no causal-LM class falls back to the
+base model class (``AutoModel``) when it is one stack of repeated blocks.
+"""
 
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_MAPPING
 
 from .errors import BuildError
 from .resolve import ResolvedConfig
+
+REMOTE_CODE_PREFIX = "transformers_modules"  # where transformers imports a model's own code
 
 
 def load_config(resolved: ResolvedConfig, trust_remote_code: bool = False) -> PretrainedConfig:
@@ -20,11 +29,14 @@ def load_config(resolved: ResolvedConfig, trust_remote_code: bool = False) -> Pr
     model_type = data.get("model_type")
     if not isinstance(model_type, str) or not model_type:
         raise BuildError(f"{resolved.id}: config.json has no model_type")
+    if _runs_remote_code(resolved, trust_remote_code):
+        return _load_remote_config(resolved)
     if model_type in CONFIG_MAPPING:
         data.pop("model_type")
+        data.pop("auto_map", None)  # transformers' own class is built: the model's code never runs
         try:
             return AutoConfig.for_model(model_type, **data)
-        except (TypeError, ValueError) as exc:
+        except Exception as exc:  # transformers validates configs with many exception types
             raise BuildError(f"{resolved.id}: transformers rejects this {model_type} config: {exc}") from None
     if "auto_map" in data:
         if not trust_remote_code:
@@ -32,32 +44,72 @@ def load_config(resolved: ResolvedConfig, trust_remote_code: bool = False) -> Pr
                 f"{resolved.id}: model_type '{model_type}' needs the model's own Python code (auto_map); "
                 "reportgen does not run remote code unless you pass --trust-remote-code"
             )
-        if resolved.folder is None:
-            raise BuildError(f"{resolved.id}: remote code needs the model folder, which is not at hand")
-        return _load_remote_config(resolved.folder)
+        raise BuildError(f"{resolved.id}: remote code needs the model folder, which is not at hand")
     raise BuildError(
         f"{resolved.id}: transformers does not know model_type '{model_type}' "
         "(a newer transformers may; or the config needs --trust-remote-code and an auto_map)"
     )
 
 
-def _load_remote_config(folder: Path) -> PretrainedConfig:
-    return AutoConfig.from_pretrained(str(folder), trust_remote_code=True)
+def _runs_remote_code(resolved: ResolvedConfig, trust_remote_code: bool) -> bool:
+    """Whether the model's own code is both allowed and at hand (a folder beside config.json)."""
+    return trust_remote_code and "auto_map" in resolved.config and resolved.folder is not None
+
+
+def _load_remote_config(resolved: ResolvedConfig) -> PretrainedConfig:
+    assert resolved.folder is not None
+    try:
+        return AutoConfig.from_pretrained(str(resolved.folder), trust_remote_code=True)
+    except Exception as exc:  # the model's own code can fail in any way
+        raise BuildError(f"{resolved.id}: the model's own config code (auto_map) failed: {exc}") from None
+
+
+def _auto_class(config: PretrainedConfig) -> type[AutoModelForCausalLM] | type[AutoModel]:
+    """AutoModelForCausalLM, or AutoModel where a base model is a meaningful fallback."""
+    remote = getattr(config, "auto_map", None) or {}
+    if "AutoModelForCausalLM" in remote or type(config) in MODEL_FOR_CAUSAL_LM_MAPPING:
+        return AutoModelForCausalLM
+    model_type = config.model_type
+    if getattr(config, "is_encoder_decoder", False):
+        raise BuildError(
+            f"model_type '{model_type}' is an encoder-decoder with no causal-LM class in transformers; "
+            "reportgen analyses one stack of repeated blocks and would mix encoder and decoder layers"
+        )
+    if type(config) in MODEL_MAPPING or "AutoModel" in remote:
+        return AutoModel
+    raise BuildError(
+        f"model_type '{model_type}' has neither a causal-LM class nor a base model class in transformers "
+        "(reportgen analyses causal language models)"
+    )
 
 
 def build_meta_model(config: PretrainedConfig, trust_remote_code: bool = False) -> PreTrainedModel:
-    """The causal LM of this config with every tensor on the meta device."""
+    """The causal LM of this config (else its base model) with every tensor on the meta device."""
+    auto = _auto_class(config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             with torch.device("meta"):
-                model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-        except ValueError as exc:
-            if "Unrecognized configuration class" in str(exc):
-                raise BuildError(
-                    f"model_type '{config.model_type}' has no causal-LM class in transformers "
-                    "(reportgen analyses causal language models)"
-                ) from None
-            raise BuildError(f"transformers cannot build this {config.model_type} model: {exc}") from None
+                model = auto.from_config(config, trust_remote_code=trust_remote_code)
+        except Exception as exc:  # a malformed config fails deep inside the model's __init__
+            raise BuildError(
+                f"transformers cannot build this {config.model_type} model: {type(exc).__name__}: {exc}"
+            ) from None
     model.eval()
     return model
+
+
+def describe_build(resolved: ResolvedConfig, model: PreTrainedModel, trust_remote_code: bool = False) -> str:
+    """What was built, when it is not simply transformers' causal LM of the config ("" when it is)."""
+    name = type(model).__name__
+    if type(model).__module__.startswith(REMOTE_CODE_PREFIX):
+        return f"built {name} from the model's own code (auto_map), allowed by --trust-remote-code"
+    notes: list[str] = []
+    if "auto_map" in resolved.config:
+        why = "its folder is not at hand" if trust_remote_code else "--trust-remote-code was not given"
+        notes.append(f"the config names its own code (auto_map), which did not run ({why}); "
+                     f"built transformers' own {name} instead")
+    if type(model.config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        notes.append(f"transformers has no causal-LM class for model_type '{model.config.model_type}': "
+                     f"built the base model {name} (AutoModel), which has no LM head")
+    return "; ".join(notes)

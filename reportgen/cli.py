@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import logging
 import re
+import signal
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .data import BASE_DTYPES, OPTIMIZERS, MemoryAssumptions, Scenario
+from .data import BASE_DTYPES, OPTIMIZERS, MemoryAssumptions, RunResult, Scenario
 from .errors import ReportgenError, UsageError
 
+RANK = re.compile(r"^[0-9]+$")  # ASCII digits only: str.isdigit() also accepts "²"
 SCENARIO = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)=(?P<targets>[^=]+)$")
 
 
@@ -21,7 +25,7 @@ def _ranks(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int,
     ranks: list[int] = []
     for part in value.split(","):
         part = part.strip()
-        if not part.isdigit() or int(part) < 1:
+        if not RANK.match(part) or int(part) < 1:
             raise click.BadParameter(f"{part!r} is not a positive integer (example: --ranks 4,8,16,64)")
         if int(part) not in ranks:
             ranks.append(int(part))
@@ -37,6 +41,8 @@ def _scenarios(ctx: click.Context, param: click.Parameter, value: tuple[str, ...
             raise click.BadParameter(
                 f"{text!r} is not NAME=module[,module...] (example: --scenario attn_mlp=q_proj,v_proj,down_proj)"
             )
+        if any(scenario.name == match.group("name") for scenario in scenarios):
+            raise click.BadParameter(f"scenario {match.group('name')!r} is given twice")
         scenarios.append(Scenario(match.group("name"), targets, "user scenario"))
     return tuple(scenarios)
 
@@ -130,25 +136,56 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
             --scenario attn_mlp=q_proj,v_proj,down_proj
     """
     from .pipeline import Study, run
-    from .render.site import write_site
+    from .progress import configure_logging, printable, showing, summary_table
     from .resolve import read_models_file
 
-    _logging(quiet, verbose)
+    configure_logging(sys.stderr, quiet, verbose)
     specs, notes = _usage(lambda: read_models_file(models_file))
     for note in notes:
-        click.echo(f"note: {note}", err=True)
+        click.echo(f"note: {printable(note)}", err=True)
     study = Study(ranks=ranks, scenarios=scenarios, merge_check=not no_merge_check, device=device,
                   trust_remote_code=trust_remote_code, memory=memory)
-    result = run(specs, study, notes)
+    with _interruptible(out):
+        with showing(len(specs), sys.stderr, enabled=not quiet and sys.stderr.isatty()) as display:
+            result = run(specs, study, notes, display.hooks())
+        _write(result, out)
+    if not quiet:
+        click.echo(summary_table(result, display.seconds), nl=False)
+        click.echo(f"wrote {len(result.reports)} model report(s) to {out}/ (index: {out / 'index.html'})")
+    for failure in result.failures:
+        click.echo(f"error: {printable(failure.error)}", err=True)
+    sys.exit(0 if result.ok else 1)
+
+
+def _write(result: RunResult, out: Path) -> None:
+    """Write the site, after clearing temporary files an earlier, killed run left behind."""
+    from .output import remove_stale_temporaries
+    from .render.site import write_site
+
     try:
+        remove_stale_temporaries(out, older_than=time.time())
         write_site(result, out)
     except ReportgenError as exc:
         raise click.ClickException(str(exc)) from None
-    if not quiet:
-        click.echo(f"wrote {len(result.reports)} model report(s) to {out}/ (index: {out / 'index.html'})")
-    for failure in result.failures:
-        click.echo(f"error: {failure.error}", err=True)
-    sys.exit(0 if result.ok else 1)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the report to {out}: {exc}") from None
+
+
+@contextlib.contextmanager
+def _interruptible(out: Path) -> Iterator[None]:
+    """Ctrl-C or SIGTERM: stop cleanly with exit status 130; files already written stay whole."""
+    def terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: every file in {out}/ is left whole, as it was or as this run wrote it",
+                   err=True)
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @cli.command()
@@ -184,11 +221,6 @@ def _usage(load: Any) -> Any:
         return load()
     except UsageError as exc:
         raise click.UsageError(str(exc)) from None
-
-
-def _logging(quiet: bool, verbose: bool) -> None:
-    level = logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
 
 
 def main() -> None:

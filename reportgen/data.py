@@ -68,6 +68,7 @@ class ModelInfo:
     head_dim: int
     intermediate_size: int
     vocab_size: int
+    build_note: str = ""  # what was built when it is not transformers' causal LM of the config
 
     @property
     def total_human(self) -> str:
@@ -373,6 +374,15 @@ class ModelReport:
     @property
     def all_confirmed(self) -> bool:
         return all(cell.status != MISMATCH for cell in self.cells)
+
+    @property
+    def checks(self) -> tuple[int, int]:
+        """(passed, run): cells PEFT counted, module rows with a config rule, and the merge check if run."""
+        counted = [cell.status == OK for cell in self.cells if cell.peft_trainable is not None]
+        derived = [bool(row.agrees) for row in self.modules if row.agrees is not None]
+        merged = [bool(self.merge_check.passed)] if self.merge_check.passed is not None else []
+        results = counted + derived + merged
+        return sum(results), len(results)
 
     @property
     def mismatches(self) -> tuple[Cell, ...]:

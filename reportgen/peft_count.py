@@ -45,6 +45,8 @@ def adapted(model: PreTrainedModel, config: LoraConfig) -> Iterator[PeftModel]:
     LoRA layers and hands back the base model, which is much cheaper than building
     a fresh one for every cell.
     """
+    if not hasattr(model, "prepare_inputs_for_generation"):
+        config.task_type = None  # a base model (AutoModel fallback) has no causal-LM wrapper in PEFT
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         peft_model = get_peft_model(model, config, low_cpu_mem_usage=True)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
+import itertools
 import logging
 import platform
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -22,6 +26,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RANKS = (8, 16)
 MAX_SLUG = 80
+HASH_LENGTH = 8
+# Names Windows reserves whatever the extension: a folder called "con" cannot be created there.
+RESERVED_NAMES = {"con", "prn", "aux", "nul"} | {f"{port}{n}" for port in ("com", "lpt") for n in range(1, 10)}
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,9 @@ class Progress:
 
     on_stage: Callable[[str, str], None] = field(default=lambda model, stage: None)
     on_cell: Callable[[], None] = field(default=lambda: None)
+    on_cells: Callable[[int], None] = field(default=lambda total: None)  # cells the current model will count
+    on_model_start: Callable[[str], None] = field(default=lambda model: None)
+    on_model_end: Callable[[str, bool], None] = field(default=lambda model, ok: None)
 
 
 def environment() -> Environment:
@@ -55,31 +65,45 @@ def environment() -> Environment:
 
 
 def slugify(model_id: str) -> str:
-    """A folder name for a model id: letters, digits, '.', '_' and '-' only, never '..', bounded."""
-    slug = model_id.replace("/", "--")
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", slug).strip(".-_")
-    return slug[:MAX_SLUG] or "model"
+    """A folder name for a model id: ASCII letters, digits, '.', '_' and '-', never hidden or '..', bounded.
+
+    An id that reads the same as its folder name (``org/name`` -> ``org--name``)
+    keeps it; any other gets a short hash of the id so that lossy names stay apart.
+    """
+    plain = model_id.replace("/", "--")
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", plain).strip(".-_")
+    if readable == plain and len(readable) <= MAX_SLUG and readable.split(".")[0].lower() not in RESERVED_NAMES:
+        return readable
+    return _hashed(readable, model_id)
+
+
+def _hashed(readable: str, key: str) -> str:
+    """readable, cut to fit, with the first hex digits of key's SHA-256 appended."""
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_LENGTH]
+    stem = readable[: MAX_SLUG - HASH_LENGTH - 1].rstrip(".-_") or "model"
+    return f"{stem}-{digest}"
 
 
 def unique_slugs(ids: Sequence[str]) -> list[str]:
-    """One slug per id, made distinct with a numeric suffix where two ids would collide."""
-    seen: dict[str, int] = {}
-    slugs: list[str] = []
-    for model_id in ids:
-        slug = slugify(model_id)
-        if slug.lower() in seen:
-            seen[slug.lower()] += 1
-            slug = f"{slug}-{seen[slug.lower()]}"
-        seen[slug.lower()] = seen.get(slug.lower(), 1)
-        slugs.append(slug)
-    return slugs
+    """One slug per id, distinct even on a case-insensitive file system (clashes get a hash of the id)."""
+    slugs = [slugify(model_id) for model_id in ids]
+    for attempt in itertools.count():
+        counts = Counter(slug.lower() for slug in slugs)
+        clashing = [n for n, slug in enumerate(slugs) if counts[slug.lower()] > 1]
+        if not clashing:
+            return slugs
+        for n in clashing:
+            # First by the id alone (stable across runs); a repeated id also by its position.
+            key = ids[n] if attempt == 0 else f"{ids[n]}\n{n}\n{attempt}"
+            slugs[n] = _hashed(slugs[n], key)
+    raise AssertionError("unreachable")
 
 
 def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | None = None) -> ModelReport:
     """The whole report of one model line (raises ReportgenError for input the user can fix)."""
     # Imported here so that `reportgen --help` and usage errors never pay for torch.
     from .analyse import SEED_SCENARIOS, default_scenarios, formula_cell, model_info, module_rows
-    from .build import build_meta_model, load_config
+    from .build import build_meta_model, describe_build, load_config
     from .memory import memory_rows, memory_shape
     from .peft_count import count_cell, reference_step
     from .roles import dimensions
@@ -98,12 +122,14 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
         if not rows:
             raise ReportgenError(f"{spec.origin}: {resolved.id} has no Linear, Conv1D or expert layer in its blocks")
         info = model_info(model, resolved.id, resolved.source, rows, dims)
+        info = dataclasses.replace(info, build_note=describe_build(resolved, model, study.trust_remote_code))
         scenarios = default_scenarios(rows, study.scenarios)
         base_printout = repr(model)
         shape = memory_shape(info, rows, config, dims.num_experts)
     progress.on_stage(spec.text, "peft")
     cells: list[data.Cell] = []
     with _stage(spec.text, "peft"):
+        progress.on_cells(len(scenarios) * len(study.ranks))
         for scenario in scenarios:
             for rank in study.ranks:
                 cell, chosen = formula_cell(scenario, rank, rows, info.total_params)
@@ -147,17 +173,23 @@ def run(
     specs: Sequence[ModelSpec], study: Study, notes: Sequence[str] = (), progress: Progress | None = None
 ) -> RunResult:
     """Every model's report, in models-file order; a model that fails is kept as a failure, never a crash."""
+    progress = progress or Progress()
     reports: list[ModelReport] = []
     failures: list[ModelFailure] = []
     for spec, slug in zip(specs, unique_slugs([spec.text for spec in specs])):
+        progress.on_model_start(spec.text)
+        ok = False
         try:
             reports.append(analyse_spec(spec, slug, study, progress))
+            ok = True
         except ReportgenError as exc:
-            message = str(exc)
-            if not message.startswith(spec.origin):
-                message = f"{spec.origin}: {message}"
-            log.error("%s", message)
-            failures.append(ModelFailure(id=spec.text, slug=slug, line=_line(spec), error=message))
+            failures.append(_failure(spec, slug, str(exc)))
+        except Exception as exc:  # a bug or an input nobody foresaw: a failure line, never a traceback
+            log.info("%s: %s failed with this traceback:", spec.origin, spec.text, exc_info=True)
+            failures.append(_failure(
+                spec, slug, f"unexpected {type(exc).__name__}: {exc} (run with --verbose for the traceback)"
+            ))
+        progress.on_model_end(spec.text, ok)
     return RunResult(
         reports=tuple(reports),
         failures=tuple(failures),
@@ -165,6 +197,16 @@ def run(
         environment=environment(),
         notes=tuple(notes),
     )
+
+
+def _failure(spec: ModelSpec, slug: str, message: str) -> ModelFailure:
+    """A failure whose message starts with the file and line, and names the model."""
+    message = message.removeprefix(f"{spec.origin}: ")
+    if spec.text not in message:
+        message = f"{spec.text}: {message}"
+    message = f"{spec.origin}: {message}"
+    log.debug("%s", message)
+    return ModelFailure(id=spec.text, slug=slug, line=_line(spec), error=message)
 
 
 def _line(spec: ModelSpec) -> int:

@@ -31,7 +31,12 @@ class ModelSpec:
 
     @property
     def is_local(self) -> bool:
-        return Path(self.text).expanduser().exists() or not HUB_ID.match(self.text)
+        """A path (existing or not) rather than a hub id: ``configs/x.json`` is a file, not repo ``x.json``."""
+        return (
+            Path(self.text).expanduser().exists()
+            or not HUB_ID.match(self.text)
+            or self.text.lower().endswith(".json")
+        )
 
 
 @dataclass(frozen=True)
@@ -102,7 +107,8 @@ def _resolve_local(spec: ModelSpec) -> ResolvedConfig:
         config_path = path
     else:
         raise ResolveError(
-            f"{spec.origin}: {spec.text} is neither an existing path nor a hub id (org/name[@revision])"
+            f"{spec.origin}: {spec.text} does not exist "
+            "(a line is a model folder, a config.json, or a hub id org/name[@revision])"
         )
     config = _load_json(config_path, spec.origin)
     return ResolvedConfig(
@@ -138,9 +144,12 @@ def _resolve_hub(spec: ModelSpec, repo: str, revision: str | None) -> ResolvedCo
     try:
         path = hf_hub_download(repo, "config.json", revision=revision, token=os.environ.get("HF_TOKEN"))
     except GatedRepoError:
-        raise ResolveError(
-            f"{spec.origin}: {label} is a gated repo; set HF_TOKEN to a token that has accepted its licence"
-        ) from None
+        fix = (
+            "the token in HF_TOKEN has not been granted access: accept the licence on the model's hub page"
+            if os.environ.get("HF_TOKEN")
+            else "set HF_TOKEN to a token that has accepted its licence"
+        )
+        raise ResolveError(f"{spec.origin}: {label} is a gated repo; {fix}") from None
     except RepositoryNotFoundError:
         raise ResolveError(
             f"{spec.origin}: {label} was not found on the hub (or is private: set HF_TOKEN)"
