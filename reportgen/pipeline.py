@@ -72,7 +72,7 @@ def slugify(model_id: str) -> str:
     """
     plain = model_id.replace("/", "--")
     readable = re.sub(r"[^A-Za-z0-9._-]+", "-", plain).strip(".-_")
-    if readable == plain and len(readable) <= MAX_SLUG and readable.split(".")[0].lower() not in RESERVED_NAMES:
+    if readable and readable == plain and len(readable) <= MAX_SLUG and readable.split(".")[0].lower() not in RESERVED_NAMES:
         return readable
     return _hashed(readable, model_id)
 
@@ -81,6 +81,8 @@ def _hashed(readable: str, key: str) -> str:
     """readable, cut to fit, with the first hex digits of key's SHA-256 appended."""
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_LENGTH]
     stem = readable[: MAX_SLUG - HASH_LENGTH - 1].rstrip(".-_") or "model"
+    if stem.split(".")[0].lower() in RESERVED_NAMES:
+        stem = stem.replace(".", "-", 1)  # "nul.json" would still be reserved on Windows, "nul-json" is not
     return f"{stem}-{digest}"
 
 
