@@ -178,6 +178,10 @@ def run(
     progress = progress or Progress()
     reports: list[ModelReport] = []
     failures: list[ModelFailure] = []
+    if specs:
+        progress.on_stage(specs[0].text, "loading torch, transformers and peft")
+        with _stage("all models", "loading torch, transformers and peft"):
+            from . import peft_count  # noqa: F401  (the first model's time is then its own)
     for spec, slug in zip(specs, unique_slugs([spec.text for spec in specs])):
         progress.on_model_start(spec.text)
         ok = False

@@ -15,7 +15,8 @@ from .data import RunResult
 from .pipeline import Progress
 
 LOGGER = "reportgen"
-BAR_FORMAT = "{desc:<8} {n_fmt:>3}/{total_fmt:<3} {bar:24} {postfix}"
+# "models   1/4   |██████      | 00:14  HuggingFaceTB/SmolLM2-135M-Instruct" and "cells 12/20 |...| peft"
+BAR_FORMAT = "{label:<6} {{n_fmt:>3}}/{{total_fmt:<3}} |{{bar:24}}| {{elapsed}}  {{desc}}"
 
 
 class ProgressDisplay:
@@ -25,9 +26,9 @@ class ProgressDisplay:
         self.seconds: dict[str, float] = {}
         self._started = 0.0
         self._model = ""
-        options = {"file": stream, "disable": not enabled, "dynamic_ncols": True, "bar_format": BAR_FORMAT}
-        self._models = tqdm(total=total_models, desc="models", position=0, leave=False, **options)
-        self._cells = tqdm(total=0, desc="cells", position=1, leave=False, **options)
+        options = {"file": stream, "disable": not enabled, "dynamic_ncols": True, "leave": False}
+        self._models = tqdm(total=total_models, position=0, bar_format=BAR_FORMAT.format(label="models"), **options)
+        self._cells = tqdm(total=0, position=1, bar_format=BAR_FORMAT.format(label="cells"), **options)
 
     def hooks(self) -> Progress:
         """The pipeline callbacks that drive this display."""
@@ -47,15 +48,15 @@ class ProgressDisplay:
     def _on_model_start(self, model: str) -> None:
         self._started = time.perf_counter()
         self._model = model
-        self._models.set_postfix_str(model)
+        self._models.set_description_str(printable(model))
         self._cells.reset(total=0)
 
     def _on_stage(self, model: str, stage: str) -> None:
-        self._cells.set_postfix_str(stage)
+        self._cells.set_description_str(stage)
 
     def _on_cells(self, total: int) -> None:
         self._cells.reset(total=total)
-        self._cells.set_postfix_str("peft")
+        self._cells.set_description_str("peft: formula and PEFT count per cell")
 
     def _on_cell(self) -> None:
         self._cells.update()
