@@ -10,7 +10,7 @@ base model class (``AutoModel``) when it is one stack of repeated blocks.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
@@ -59,7 +59,7 @@ def _runs_remote_code(resolved: ResolvedConfig, trust_remote_code: bool) -> bool
 def _load_remote_config(resolved: ResolvedConfig) -> PretrainedConfig:
     assert resolved.folder is not None
     try:
-        return AutoConfig.from_pretrained(str(resolved.folder), trust_remote_code=True)
+        return cast(PretrainedConfig, AutoConfig.from_pretrained(str(resolved.folder), trust_remote_code=True))
     except Exception as exc:  # the model's own code can fail in any way
         raise BuildError(f"{resolved.id}: the model's own config code (auto_map) failed: {exc}") from None
 
@@ -90,12 +90,13 @@ def build_meta_model(config: PretrainedConfig, trust_remote_code: bool = False) 
         warnings.simplefilter("ignore")
         try:
             with torch.device("meta"):
-                model = auto.from_config(config, trust_remote_code=trust_remote_code)
+                built = auto.from_config(config, trust_remote_code=trust_remote_code)  # type: ignore[no-untyped-call]
         except Exception as exc:  # a malformed config fails deep inside the model's __init__
             raise BuildError(
                 f"transformers cannot build this {config.model_type} model: {type(exc).__name__}: {exc}"
             ) from None
-    model.eval()
+    model = cast(PreTrainedModel, built)
+    model.eval()  # type: ignore[no-untyped-call]
     return model
 
 
