@@ -120,11 +120,13 @@ def cli() -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the merge check runs.")
 @click.option("--no-merge-check", is_flag=True, help="Skip the merge_and_unload check on real tensors.")
+@click.option("-j", "--jobs", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Models analysed at once, each in its own process; 0 means one per CPU core.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Log the time of each stage of each model.")
 def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tuple[Scenario, ...],
-           trust_remote_code: bool, memory: MemoryAssumptions, device: str, no_merge_check: bool, quiet: bool,
-           verbose: bool) -> None:
+           trust_remote_code: bool, memory: MemoryAssumptions, device: str, no_merge_check: bool, jobs: int,
+           quiet: bool, verbose: bool) -> None:
     """Write the report site (HTML, Markdown, JSON, charts) for every model in a models file.
 
     Exit status: 0 when every model succeeded, 1 when any failed (the others are
@@ -147,7 +149,7 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
                   trust_remote_code=trust_remote_code, memory=memory)
     with _interruptible(out):
         with showing(len(specs), sys.stderr, enabled=not quiet and sys.stderr.isatty()) as display:
-            result = run(specs, study, notes, display.hooks())
+            result = run(specs, study, notes, display.hooks(), jobs=jobs or os.cpu_count() or 1)
         _write(result, out)
     if not quiet:
         click.echo(summary_table(result, display.seconds), nl=False)

@@ -51,7 +51,7 @@ class Progress:
     on_cell: Callable[[], None] = field(default=lambda: None)
     on_cells: Callable[[int], None] = field(default=lambda total: None)  # cells the current model will count
     on_model_start: Callable[[str], None] = field(default=lambda model: None)
-    on_model_end: Callable[[str, bool], None] = field(default=lambda model, ok: None)
+    on_model_end: Callable[[str, bool, float], None] = field(default=lambda model, ok, seconds: None)
 
 
 def environment() -> Environment:
@@ -172,37 +172,89 @@ def _stage(model: str, stage: str) -> Iterator[None]:
 
 
 def run(
-    specs: Sequence[ModelSpec], study: Study, notes: Sequence[str] = (), progress: Progress | None = None
+    specs: Sequence[ModelSpec],
+    study: Study,
+    notes: Sequence[str] = (),
+    progress: Progress | None = None,
+    jobs: int = 1,
 ) -> RunResult:
-    """Every model's report, in models-file order; a model that fails is kept as a failure, never a crash."""
+    """Every model's report, in models-file order; a model that fails is kept as a failure, never a crash.
+
+    With ``jobs`` > 1 the models are spread over that many worker processes
+    (each model's analysis is independent); the order of the result is the same.
+    """
     progress = progress or Progress()
-    reports: list[ModelReport] = []
-    failures: list[ModelFailure] = []
-    if specs:
-        progress.on_stage(specs[0].text, "loading torch, transformers and peft")
-        with _stage("all models", "loading torch, transformers and peft"):
-            from . import peft_count  # noqa: F401  (the first model's time is then its own)
-    for spec, slug in zip(specs, unique_slugs([spec.text for spec in specs])):
-        progress.on_model_start(spec.text)
-        ok = False
-        try:
-            reports.append(analyse_spec(spec, slug, study, progress))
-            ok = True
-        except ReportgenError as exc:
-            failures.append(_failure(spec, slug, str(exc)))
-        except Exception as exc:  # a bug or an input nobody foresaw: a failure line, never a traceback
-            log.info("%s: %s failed with this traceback:", spec.origin, spec.text, exc_info=True)
-            failures.append(_failure(
-                spec, slug, f"unexpected {type(exc).__name__}: {exc} (run with --verbose for the traceback)"
-            ))
-        progress.on_model_end(spec.text, ok)
+    slugs = unique_slugs([spec.text for spec in specs])
+    if jobs > 1 and len(specs) > 1:
+        outcomes = _run_parallel(specs, slugs, study, progress, jobs)
+    else:
+        if specs:
+            progress.on_stage(specs[0].text, "loading torch, transformers and peft")
+            with _stage("all models", "loading torch, transformers and peft"):
+                from . import peft_count  # noqa: F401  (the first model's time is then its own)
+        outcomes = []
+        for spec, slug in zip(specs, slugs):
+            progress.on_model_start(spec.text)
+            outcome, seconds = _analyse_one(spec, slug, study, progress)
+            progress.on_model_end(spec.text, isinstance(outcome, ModelReport), seconds)
+            outcomes.append(outcome)
     return RunResult(
-        reports=tuple(reports),
-        failures=tuple(failures),
+        reports=tuple(o for o in outcomes if isinstance(o, ModelReport)),
+        failures=tuple(o for o in outcomes if isinstance(o, ModelFailure)),
         ranks=study.ranks,
         environment=environment(),
         notes=tuple(notes),
     )
+
+
+def _analyse_one(
+    spec: ModelSpec, slug: str, study: Study, progress: Progress | None = None
+) -> tuple[ModelReport | ModelFailure, float]:
+    """One model's report, or its failure line (never an exception), and the seconds it took."""
+    start = time.perf_counter()
+    outcome: ModelReport | ModelFailure
+    try:
+        outcome = analyse_spec(spec, slug, study, progress)
+    except ReportgenError as exc:
+        outcome = _failure(spec, slug, str(exc))
+    except Exception as exc:  # a bug or an input nobody foresaw: a failure line, never a traceback
+        log.info("%s: %s failed with this traceback:", spec.origin, spec.text, exc_info=True)
+        outcome = _failure(
+            spec, slug, f"unexpected {type(exc).__name__}: {exc} (run with --verbose for the traceback)"
+        )
+    return outcome, time.perf_counter() - start
+
+
+def _worker_init(threads: int, level: int) -> None:
+    """A worker process: share the cores fairly and log like the parent."""
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.getLogger("reportgen").setLevel(level)
+
+
+def _run_parallel(
+    specs: Sequence[ModelSpec], slugs: Sequence[str], study: Study, progress: Progress, jobs: int
+) -> list[ModelReport | ModelFailure]:
+    """The models spread over worker processes; progress advances as each model finishes."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = min(jobs, len(specs))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    # Fork is safe here: this process has not imported torch (the workers do).
+    context = multiprocessing.get_context("fork")
+    level = logging.getLogger("reportgen").getEffectiveLevel()
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init, initargs=(threads, level)) as pool:
+        futures = [pool.submit(_analyse_one, spec, slug, study) for spec, slug in zip(specs, slugs)]
+        outcomes: list[ModelReport | ModelFailure] = []
+        for spec, future in zip(specs, futures):
+            progress.on_model_start(spec.text)
+            outcome, seconds = future.result()
+            progress.on_model_end(spec.text, isinstance(outcome, ModelReport), seconds)
+            outcomes.append(outcome)
+    return outcomes
 
 
 def _failure(spec: ModelSpec, slug: str, message: str) -> ModelFailure:

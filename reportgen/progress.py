@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Iterator
 from typing import TextIO
 
@@ -24,7 +23,6 @@ class ProgressDisplay:
 
     def __init__(self, total_models: int, stream: TextIO, enabled: bool) -> None:
         self.seconds: dict[str, float] = {}
-        self._started = 0.0
         self._model = ""
         options = {"file": stream, "disable": not enabled, "dynamic_ncols": True, "leave": False}
         self._models = tqdm(total=total_models, position=0, bar_format=BAR_FORMAT.format(label="models"), **options)
@@ -46,7 +44,6 @@ class ProgressDisplay:
         self._models.close()
 
     def _on_model_start(self, model: str) -> None:
-        self._started = time.perf_counter()
         self._model = model
         self._models.set_description_str(printable(model))
         self._cells.reset(total=0)
@@ -61,8 +58,8 @@ class ProgressDisplay:
     def _on_cell(self) -> None:
         self._cells.update()
 
-    def _on_model_end(self, model: str, ok: bool) -> None:
-        self.seconds[model] = time.perf_counter() - self._started
+    def _on_model_end(self, model: str, ok: bool, seconds: float) -> None:
+        self.seconds[model] = seconds
         self._models.update()
 
 

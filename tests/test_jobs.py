@@ -1,0 +1,31 @@
+"""--jobs spreads models over processes and changes nothing in the result."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from reportgen.data import ModelFailure, ModelReport, to_jsonable
+from reportgen.pipeline import Progress, Study, run
+from reportgen.resolve import ModelSpec
+
+
+def test_parallel_run_equals_the_serial_run(tmp_path: Path, write_config: Callable[..., Path]) -> None:
+    specs = [
+        ModelSpec(str(write_config("one")), "models.txt:1"),
+        ModelSpec(str(tmp_path / "missing.json"), "models.txt:2"),
+        ModelSpec("openai-community/gpt2", "models.txt:3"),
+    ]
+    study = Study(ranks=(4,), merge_check=False)
+    ended: list[tuple[str, bool]] = []
+    progress = Progress(on_model_end=lambda model, ok, seconds: ended.append((model, ok)))
+    serial = run(specs, study)
+    parallel = run(specs, study, progress=progress, jobs=2)
+    assert to_jsonable(parallel) == to_jsonable(serial)
+    assert [r.model.id for r in parallel.reports] == [specs[0].text, "openai-community/gpt2"]
+    assert [f.line for f in parallel.failures] == [2]
+    assert isinstance(parallel.reports[0], ModelReport) and isinstance(parallel.failures[0], ModelFailure)
+    # Every model is reported to the progress display, in models-file order.
+    assert ended == [(specs[0].text, True), (specs[1].text, False), (specs[2].text, True)]
+    # GPT-2 c_attn at r=4: 12 layers x 4 x (768 + 2304), the same in both runs.
+    assert parallel.reports[1].cell("c_attn", 4).peft_trainable == 12 * 4 * (768 + 2304)
