@@ -41,6 +41,11 @@ def percent(part: int, whole: int) -> float | None:
     return 100.0 * part / whole if whole else None
 
 
+def lora_matrix_params(out_features: int, in_features: int, rank: int) -> int:
+    """LoRA's closed form for one weight matrix: B (out x r) plus A (r x in) = r * (out + in)."""
+    return rank * (out_features + in_features)
+
+
 @dataclass(frozen=True)
 class Scenario:
     """A named set of LoRA targets: module roles or tags, or PEFT's own "all-linear"."""
@@ -113,6 +118,24 @@ class ModuleRow:
         prefix = f"{self.experts} x " if self.experts > 1 else ""
         return f"{prefix}{out_features} x {in_features}"
 
+    @property
+    def expected_shape_label(self) -> str:
+        """The config-derived shape as "out x in", or "-" where no rule derives it."""
+        if self.expected_shape is None:
+            return "-"
+        prefix = f"{self.experts} x " if self.experts > 1 else ""
+        return f"{prefix}{self.expected_shape[0]} x {self.expected_shape[1]}"
+
+    @property
+    def check_label(self) -> str:
+        """The config-derived check in a word: agrees, DIFFERS, or no rule."""
+        return {True: "agrees", False: "DIFFERS", None: "no rule"}[self.agrees]
+
+    @property
+    def matrix_params(self) -> int:
+        """The weights of one layer's matrix (all experts of it): out * in * experts."""
+        return self.shape[0] * self.shape[1] * self.experts
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -144,6 +167,20 @@ class Cell:
     @property
     def targeted_millions(self) -> float:
         return millions(self.targeted_params)
+
+    @property
+    def applicable(self) -> bool:
+        """Whether the scenario selects modules of this model (else note says why not)."""
+        return self.status in (OK, MISMATCH)
+
+    @property
+    def check_label(self) -> str:
+        """How the trainable count was checked: confirmed by PEFT, the disagreement, or why there is none."""
+        if self.status == OK:
+            return "confirmed by PEFT"
+        if self.status == MISMATCH:
+            return self.note or f"PEFT counts {self.peft_trainable}, the formula {self.formula_trainable}"
+        return self.note or self.status
 
     @property
     def trainable_millions(self) -> float | None:
@@ -383,6 +420,20 @@ class ModelReport:
         merged = [bool(self.merge_check.passed)] if self.merge_check.passed is not None else []
         results = counted + derived + merged
         return sum(results), len(results)
+
+    @property
+    def status(self) -> str:
+        """The model's status in the index: ok, or mismatch when PEFT and the formula disagree anywhere."""
+        return OK if self.all_confirmed else MISMATCH
+
+    @property
+    def cells_confirmed(self) -> int:
+        return sum(1 for cell in self.cells if cell.confirmed)
+
+    @property
+    def largest_module(self) -> ModuleRow:
+        """The module type with the largest single weight matrix (the first such in table order)."""
+        return max(self.modules, key=lambda row: row.matrix_params)
 
     @property
     def mismatches(self) -> tuple[Cell, ...]:

@@ -1,0 +1,305 @@
+"""Charts: what each chart plots (tested as data), and the matplotlib drawing of it as deterministic SVG.
+
+Drawing uses matplotlib's object API (``Figure``, no pyplot) on the Agg backend:
+no display, no global figure registry. The SVG output is byte-stable: a fixed
+hash salt for its ids, no date metadata, text kept as text.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from matplotlib.axes import Axes  # noqa: E402  (after the backend is chosen)
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+
+from ..data import ModelReport, RunResult, human_count  # noqa: E402
+from .view import ChartRef, headline_scenario, module_lora_rows, scenario_rows  # noqa: E402
+
+# Okabe & Ito's colour-blind-safe palette.
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+GROUP_COLOURS = {"attention": "#0072B2", "mlp": "#E69F00", "other": "#999999"}
+GROUP_HATCHES = {"attention": "", "mlp": "//", "other": ".."}
+GROUP_LABELS = {"attention": "attention", "mlp": "MLP", "other": "other"}
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", "-.", ":")
+
+RC = {
+    "svg.hashsalt": "reportgen",  # fixed ids: same inputs, same bytes
+    "svg.fonttype": "none",  # text stays text (searchable, small)
+    "font.family": "DejaVu Sans",  # ships with matplotlib: the same layout on every machine
+    "font.size": 9.5,
+    "text.parse_math": False,  # a "$" in a model id is text, not mathtext
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#dddddd",
+    "grid.linewidth": 0.6,
+    "axes.axisbelow": True,
+    "axes.titleweight": "bold",
+    "axes.titlesize": 11,
+    "legend.frameon": False,
+}
+
+
+@dataclass(frozen=True)
+class Series:
+    """One plotted series: a name for the legend, one y value per x, a colour."""
+
+    name: str
+    values: tuple[float, ...]
+    colour: str
+
+
+@dataclass(frozen=True)
+class ChartData:
+    """Everything one chart plots, independent of how it is drawn."""
+
+    filename: str
+    title: str
+    xlabel: str
+    ylabel: str
+    categories: tuple[str, ...]  # x categories (bar charts, rank charts) or point labels (scatter)
+    series: tuple[Series, ...]
+    groups: tuple[str, ...] = ()  # per category, for charts coloured by module group
+    x_values: tuple[float, ...] = ()  # numeric x (scatter, rank charts)
+    log_y: bool = False
+    log_x: bool = False
+    alt: str = ""
+
+
+def module_params_chart(report: ModelReport) -> ChartData:
+    """Parameters of each module type (all layers), coloured by attention / MLP."""
+    rows = report.modules
+    return ChartData(
+        filename="params_by_module.svg",
+        title="Parameters by module type",
+        xlabel="parameters (all layers)",
+        ylabel="module type",
+        categories=tuple(row.tag for row in rows),
+        series=(Series("parameters", tuple(float(row.params) for row in rows), GROUP_COLOURS["attention"]),),
+        groups=tuple(row.group for row in rows),
+        alt="Horizontal bars: the parameters of each module type, attention and MLP in different colours.",
+    )
+
+
+def trainables_by_rank_chart(report: ModelReport) -> ChartData:
+    """LoRA trainable parameters against rank for each applicable scenario (log y)."""
+    rows = [row for row in scenario_rows(report) if row.applicable]
+    series = tuple(
+        Series(row.scenario.name, tuple(float(cell.formula_trainable or 0) for cell in row.cells),
+               OKABE_ITO[index % len(OKABE_ITO)])
+        for index, row in enumerate(rows)
+    )
+    return ChartData(
+        filename="trainables_by_rank.svg",
+        title="LoRA trainable parameters by rank",
+        xlabel="LoRA rank r",
+        ylabel="trainable parameters (log scale)",
+        categories=tuple(str(rank) for rank in report.ranks),
+        series=series,
+        x_values=tuple(float(rank) for rank in report.ranks),
+        log_y=True,
+        alt="Lines: trainable parameters of each targeting scenario at each rank, on a log scale.",
+    )
+
+
+def trainable_percent_chart(report: ModelReport) -> ChartData:
+    """Trainable parameters as a percent of the whole model, per applicable scenario, one bar per rank."""
+    rows = [(row.scenario.name, row.cells) for row in scenario_rows(report) if row.applicable]
+    rows += [(row.module.tag, row.cells) for row in module_lora_rows(report) if row.cells[0].applicable]
+    series = tuple(
+        Series(f"r={rank}", tuple(cells[index].percent_of_model or 0.0 for _, cells in rows),
+               OKABE_ITO[index % len(OKABE_ITO)])
+        for index, rank in enumerate(report.ranks)
+    )
+    return ChartData(
+        filename="trainable_percent.svg",
+        title="Trainable share of the whole model, per scenario",
+        xlabel="scenario",
+        ylabel="trainable parameters, % of the model",
+        categories=tuple(name for name, _ in rows),
+        series=series,
+        alt="Grouped bars: trainable parameters as a percent of the model for each scenario, one bar per rank.",
+    )
+
+
+def cross_model_chart(result: RunResult) -> ChartData:
+    """Model size against the headline scenario's LoRA trainables, one series per rank (log-log)."""
+    reports = sorted(result.reports, key=lambda report: (report.model.total_params, report.model.id))
+    series = []
+    for index, rank in enumerate(result.ranks):
+        values = []
+        for report in reports:
+            cell = report.cell(headline_scenario(report), rank) if rank in report.ranks else None
+            values.append(float(cell.formula_trainable or 0) if cell is not None else 0.0)
+        series.append(Series(f"r={rank}", tuple(values), OKABE_ITO[index % len(OKABE_ITO)]))
+    return ChartData(
+        filename="cross_model.svg",
+        title="Model size against LoRA trainables (all linear layers)",
+        xlabel="model parameters (log scale)",
+        ylabel="LoRA trainable parameters (log scale)",
+        categories=tuple(report.model.id for report in reports),
+        series=tuple(series),
+        x_values=tuple(float(report.model.total_params) for report in reports),
+        log_x=True,
+        log_y=True,
+        alt="Points: each model's size against its LoRA trainables on all linear layers, one colour per rank.",
+    )
+
+
+# --- drawing ---------------------------------------------------------------------------------
+
+
+def _units(value: float, _position: float | None = None) -> str:
+    return human_count(int(value)) if value >= 1 else f"{value:g}"
+
+
+@contextmanager
+def _figure(width: float, height: float) -> Iterator[tuple[Figure, Axes]]:
+    with matplotlib.rc_context(RC):
+        figure = Figure(figsize=(width, height), layout="constrained")
+        yield figure, figure.add_subplot()
+
+
+def _svg(figure: Figure) -> str:
+    buffer = io.StringIO()
+    with matplotlib.rc_context(RC):
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    return buffer.getvalue()
+
+
+def _log_axis(axis: object) -> None:
+    axis.set_major_locator(LogLocator(base=10))  # type: ignore[attr-defined]
+    axis.set_major_formatter(FuncFormatter(_units))  # type: ignore[attr-defined]
+    axis.set_minor_formatter(NullFormatter())  # type: ignore[attr-defined]
+
+
+def draw_module_params(chart: ChartData) -> str:
+    """Horizontal bars, one per module type, attention and MLP told apart by colour and hatch."""
+    with _figure(7.2, 0.45 * len(chart.categories) + 1.3) as (figure, axes):
+        values = chart.series[0].values
+        positions = range(len(chart.categories))[::-1]
+        for position, value, group in zip(positions, values, chart.groups):
+            axes.barh(position, value, color=GROUP_COLOURS.get(group, "#999999"),
+                      hatch=GROUP_HATCHES.get(group, ""), edgecolor="white", linewidth=0.5)
+            axes.annotate(human_count(int(value)), (value, position), xytext=(4, 0),
+                          textcoords="offset points", va="center", fontsize=8.5)
+        axes.set_yticks(list(positions), chart.categories)
+        axes.xaxis.set_major_formatter(FuncFormatter(_units))
+        axes.set_xlim(0, max(values) * 1.15)
+        axes.grid(axis="y", visible=False)
+        for group in dict.fromkeys(chart.groups):
+            axes.bar(0, 0, color=GROUP_COLOURS.get(group, "#999999"), hatch=GROUP_HATCHES.get(group, ""),
+                     edgecolor="white", label=GROUP_LABELS.get(group, group))
+        axes.legend(loc="lower right")
+        _labels(axes, chart)
+        return _svg(figure)
+
+
+def draw_trainables_by_rank(chart: ChartData) -> str:
+    """One line per scenario against rank, log y."""
+    with _figure(7.2, 3.8) as (figure, axes):
+        for index, series in enumerate(chart.series):
+            axes.plot(chart.x_values, series.values, color=series.colour, marker=MARKERS[index % len(MARKERS)],
+                      linestyle=LINESTYLES[index % len(LINESTYLES)], label=series.name)
+        axes.set_yscale("log")
+        _log_axis(axes.yaxis)
+        axes.set_xscale("log", base=2)
+        axes.set_xticks(chart.x_values, chart.categories)
+        axes.xaxis.set_minor_formatter(NullFormatter())
+        axes.legend(loc="upper left", fontsize=8.5)
+        _labels(axes, chart)
+        return _svg(figure)
+
+
+def draw_grouped_bars(chart: ChartData) -> str:
+    """Grouped vertical bars: one group per category, one bar per series."""
+    with _figure(7.2, 4.0) as (figure, axes):
+        count = len(chart.series)
+        width = 0.8 / max(count, 1)
+        for index, series in enumerate(chart.series):
+            offset = (index - (count - 1) / 2) * width
+            axes.bar([position + offset for position in range(len(chart.categories))], series.values, width,
+                     color=series.colour, hatch=("", "//", "..", "xx")[index % 4], edgecolor="white",
+                     linewidth=0.5, label=series.name)
+        axes.set_xticks(range(len(chart.categories)), chart.categories, rotation=35, ha="right")
+        axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}%"))
+        axes.grid(axis="x", visible=False)
+        axes.legend(loc="upper right")
+        _labels(axes, chart)
+        return _svg(figure)
+
+
+def draw_cross_model(chart: ChartData) -> str:
+    """Model size against trainables, log-log, one marker and colour per rank, points labelled."""
+    with _figure(7.6, 4.6) as (figure, axes):
+        for index, series in enumerate(chart.series):
+            points = [(x, y) for x, y in zip(chart.x_values, series.values) if y > 0]
+            axes.plot([x for x, _ in points], [y for _, y in points], color=series.colour,
+                      marker=MARKERS[index % len(MARKERS)], linestyle="none", label=series.name)
+        last = chart.series[-1].values if chart.series else ()
+        for x, y, name in zip(chart.x_values, last, chart.categories):
+            if y > 0:
+                axes.annotate(name.rsplit("/", 1)[-1], (x, y), xytext=(5, 3), textcoords="offset points",
+                              fontsize=7.5, color="#444444")
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        _log_axis(axes.xaxis)
+        _log_axis(axes.yaxis)
+        axes.legend(loc="lower right")
+        _labels(axes, chart)
+        return _svg(figure)
+
+
+def _labels(axes: Axes, chart: ChartData) -> None:
+    axes.set_title(chart.title, loc="left")
+    axes.set_xlabel(chart.xlabel)
+    axes.set_ylabel(chart.ylabel)
+
+
+DRAWERS = {
+    "params_by_module.svg": draw_module_params,
+    "trainables_by_rank.svg": draw_trainables_by_rank,
+    "trainable_percent.svg": draw_grouped_bars,
+    "cross_model.svg": draw_cross_model,
+}
+
+
+def draw(chart: ChartData) -> ChartRef:
+    """A chart drawn as SVG, with its file name and alt text."""
+    return ChartRef(filename=chart.filename, alt=chart.alt, svg=DRAWERS[chart.filename](chart))
+
+
+def report_charts(report: ModelReport) -> tuple[ChartRef, ...]:
+    """Every chart of one model's page."""
+    charts = (module_params_chart(report), trainables_by_rank_chart(report), trainable_percent_chart(report))
+    return tuple(draw(chart) for chart in charts if chart.series and chart.categories)
+
+
+def index_charts(result: RunResult) -> tuple[ChartRef, ...]:
+    """The index's cross-model chart (none when no model succeeded)."""
+    if not result.reports:
+        return ()
+    return (draw(cross_model_chart(result)),)
+
+
+XML_PROLOGUE = re.compile(r"^<\?xml[^>]*\?>\s*(<!DOCTYPE[^>]*>\s*)?")
+
+
+def inline_svg(svg: str) -> str:
+    """An SVG file's text without the XML prologue and doctype, ready to sit inside HTML."""
+    return XML_PROLOGUE.sub("", svg, count=1)
+
+
+def points(chart: ChartData) -> dict[str, dict[str, float]]:
+    """What a chart plots, as {series: {category: value}} (for tests and for reading)."""
+    return {series.name: dict(zip(chart.categories, series.values)) for series in chart.series}

@@ -1,0 +1,70 @@
+"""Markdown pages (GitHub and MkDocs): report.md per model, index.md and summary.md for the site."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from ..data import ModelReport, RunResult
+from .charts import ChartRef
+from .jinja import environment
+from .view import index_view, report_view
+
+# Characters that Markdown (CommonMark, GFM tables) would read as markup; a backslash makes each literal.
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~&])")
+SUMMARY_LIMIT = 60_000  # a pull-request comment holds 65,536 characters; stay well under
+
+
+def md_escape(value: Any) -> Any:
+    """Every value a Markdown template prints: literal text, unless a filter built it as Markup."""
+    if isinstance(value, Markup):
+        return value
+    return MARKDOWN_SPECIAL.sub(r"\\\1", str(value))
+
+
+def code(value: object) -> Markup:
+    """An inline code span that holds any text, a table's "|" included."""
+    text = str(value).replace("|", "\\|").replace("\n", " ")
+    ticks = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    # Markup: built here from the value, which a code span shows as literal text.
+    return Markup(f"{ticks}{pad}{text}{pad}{ticks}")
+
+
+def fence(value: object) -> Markup:
+    """A fenced text block longer than any run of backticks inside it."""
+    text = str(value).rstrip("\n")
+    ticks = "`" * max(3, max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    # Markup: a fenced block shows its contents as literal text.
+    return Markup(f"{ticks}text\n{text}\n{ticks}")
+
+
+def _environment() -> jinja2.Environment:
+    env = environment(html=False, finalize=md_escape)
+    env.filters.update({"code": code, "fence": fence})
+    return env
+
+
+def report_markdown(report: ModelReport, charts: tuple[ChartRef, ...] = ()) -> str:
+    """One model's report.md (charts and the diagram as relative links to files beside it)."""
+    return _environment().get_template("report.md.j2").render(v=report_view(report, charts))
+
+
+def index_markdown(result: RunResult, charts: tuple[ChartRef, ...] = ()) -> str:
+    """index.md: every model linked by relative path with its key numbers, and every failure."""
+    return _environment().get_template("index.md.j2").render(v=index_view(result, charts))
+
+
+def summary_markdown(result: RunResult, limit: int = SUMMARY_LIMIT) -> str:
+    """summary.md: the cross-model table for a pull-request comment, cut to fit under limit characters."""
+    template = _environment().get_template("summary.md.j2")
+    view = index_view(result)
+    shown = len(view.rows)
+    while True:
+        text = template.render(v=view, shown=shown, hidden=len(view.rows) - shown)
+        if len(text) < limit or shown == 0:
+            return text
+        shown = max(0, shown - max(1, shown // 10))
