@@ -160,7 +160,11 @@ def cross_model_chart(result: RunResult) -> ChartData:
 
 
 def _units(value: float, _position: float | None = None) -> str:
-    return human_count(int(value)) if value >= 1 else f"{value:g}"
+    """An axis tick in readable units without trailing zeros: 50M, 1.5B, 300K."""
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return f"{value:g}"
 
 
 @contextmanager
@@ -200,7 +204,7 @@ def draw_module_params(chart: ChartData) -> str:
         for group in dict.fromkeys(chart.groups):
             axes.bar(0, 0, color=GROUP_COLOURS.get(group, "#999999"), hatch=GROUP_HATCHES.get(group, ""),
                      edgecolor="white", label=GROUP_LABELS.get(group, group))
-        axes.legend(loc="lower right")
+        axes.legend(loc="upper right")
         _labels(axes, chart)
         return _svg(figure)
 
@@ -295,9 +299,12 @@ def index_charts(result: RunResult) -> tuple[ChartRef, ...]:
 XML_PROLOGUE = re.compile(r"^<\?xml[^>]*\?>\s*(<!DOCTYPE[^>]*>\s*)?")
 
 
+METADATA = re.compile(r"\s*<metadata>.*?</metadata>", re.DOTALL)
+
+
 def inline_svg(svg: str) -> str:
-    """An SVG file's text without the XML prologue and doctype, ready to sit inside HTML."""
-    return XML_PROLOGUE.sub("", svg, count=1)
+    """An SVG file's text without the XML prologue, doctype and metadata, ready to sit inside HTML."""
+    return METADATA.sub("", XML_PROLOGUE.sub("", svg, count=1), count=1)
 
 
 def points(chart: ChartData) -> dict[str, dict[str, float]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from markupsafe import Markup
@@ -13,8 +14,9 @@ from .charts import ChartRef
 from .jinja import environment
 from .view import index_view, report_view
 
-# Characters that Markdown (CommonMark, GFM tables) would read as markup; a backslash makes each literal.
-MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~&])")
+# Characters that Markdown (CommonMark, GFM tables) would read as markup inside a line; a backslash
+# makes each literal. "(" and "!" need none once "[" is escaped, so the raw text stays readable.
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&])")
 SUMMARY_LIMIT = 60_000  # a pull-request comment holds 65,536 characters; stay well under
 
 
@@ -34,6 +36,12 @@ def code(value: object) -> Markup:
     return Markup(f"{ticks}{pad}{text}{pad}{ticks}")
 
 
+def url(value: object) -> Markup:
+    """A relative link destination, percent-encoded (slugs and chart names are already plain)."""
+    # Markup: quote() leaves only unreserved characters and "/", which Markdown reads literally.
+    return Markup(quote(str(value)))
+
+
 def fence(value: object) -> Markup:
     """A fenced text block longer than any run of backticks inside it."""
     text = str(value).rstrip("\n")
@@ -44,7 +52,7 @@ def fence(value: object) -> Markup:
 
 def _environment() -> jinja2.Environment:
     env = environment(html=False, finalize=md_escape)
-    env.filters.update({"code": code, "fence": fence})
+    env.filters.update({"code": code, "fence": fence, "url": url})
     return env
 
 
