@@ -182,7 +182,7 @@ def _svg(figure: Figure) -> str:
 
 
 def _log_axis(axis: object) -> None:
-    axis.set_major_locator(LogLocator(base=10))  # type: ignore[attr-defined]
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # type: ignore[attr-defined]
     axis.set_major_formatter(FuncFormatter(_units))  # type: ignore[attr-defined]
     axis.set_minor_formatter(NullFormatter())  # type: ignore[attr-defined]
 
@@ -220,7 +220,7 @@ def draw_trainables_by_rank(chart: ChartData) -> str:
         axes.set_xscale("log", base=2)
         axes.set_xticks(chart.x_values, chart.categories)
         axes.xaxis.set_minor_formatter(NullFormatter())
-        axes.legend(loc="upper left", fontsize=8.5)
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5)
         _labels(axes, chart)
         return _svg(figure)
 

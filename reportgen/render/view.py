@@ -128,6 +128,11 @@ class ReportView:
         return self.report.largest_module
 
     @property
+    def note_colspan(self) -> int:
+        """Columns a scenario's "not applicable" note spans: targets, matrices, targeted, two per rank."""
+        return 3 + 2 * len(self.report.ranks)
+
+    @property
     def merge_headline(self) -> str:
         return MERGE_HEADLINES.get(self.report.merge_check.status, self.report.merge_check.status)
 
@@ -167,6 +172,11 @@ class IndexView:
     failures: tuple[ModelFailure, ...]
     headline_scenario: str
     charts: tuple[ChartRef, ...]
+
+    @property
+    def failure_colspan(self) -> int:
+        """Columns a failure's error spans: architecture, parameters, one per rank, PEFT check, merge check."""
+        return 4 + len(self.result.ranks)
 
 
 def _cells_by_rank(report: ModelReport, scenario: str) -> tuple[Cell, ...]:
