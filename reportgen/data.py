@@ -431,6 +431,11 @@ class ModelReport:
         return sum(1 for cell in self.cells if cell.confirmed)
 
     @property
+    def cells_counted(self) -> int:
+        """Cells whose scenario applies to this model (the others have no count to confirm)."""
+        return sum(1 for cell in self.cells if cell.applicable)
+
+    @property
     def largest_module(self) -> ModuleRow:
         """The module type with the largest single weight matrix (the first such in table order)."""
         return max(self.modules, key=lambda row: row.matrix_params)

@@ -8,10 +8,12 @@ hash salt for its ids, no date metadata, text kept as text.
 from __future__ import annotations
 
 import io
+import math
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 
@@ -32,7 +34,7 @@ GROUP_LABELS = {"attention": "attention", "mlp": "MLP", "other": "other"}
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", "-.", ":")
 
-RC = {
+RC: dict[str, Any] = {
     "svg.hashsalt": "reportgen",  # fixed ids: same inputs, same bytes
     "svg.fonttype": "none",  # text stays text (searchable, small)
     "font.family": "DejaVu Sans",  # ships with matplotlib: the same layout on every machine
@@ -169,14 +171,14 @@ def _units(value: float, _position: float | None = None) -> str:
 
 @contextmanager
 def _figure(width: float, height: float) -> Iterator[tuple[Figure, Axes]]:
-    with matplotlib.rc_context(RC):
+    with matplotlib.rc_context(RC):  # type: ignore[arg-type]  # (its stubs want literal keys)
         figure = Figure(figsize=(width, height), layout="constrained")
         yield figure, figure.add_subplot()
 
 
 def _svg(figure: Figure) -> str:
     buffer = io.StringIO()
-    with matplotlib.rc_context(RC):
+    with matplotlib.rc_context(RC):  # type: ignore[arg-type]  # (its stubs want literal keys)
         figure.savefig(buffer, format="svg", metadata={"Date": None})
     return buffer.getvalue()
 
@@ -251,10 +253,9 @@ def draw_cross_model(chart: ChartData) -> str:
             axes.plot([x for x, _ in points], [y for _, y in points], color=series.colour,
                       marker=MARKERS[index % len(MARKERS)], linestyle="none", label=series.name)
         last = chart.series[-1].values if chart.series else ()
-        for x, y, name in zip(chart.x_values, last, chart.categories):
-            if y > 0:
-                axes.annotate(name.rsplit("/", 1)[-1], (x, y), xytext=(5, 3), textcoords="offset points",
-                              fontsize=7.5, color="#444444")
+        for x, y, name in label_positions(chart.x_values, last, chart.categories):
+            axes.annotate(name.rsplit("/", 1)[-1], (x, y), xytext=(5, 3), textcoords="offset points",
+                          fontsize=7.5, color="#444444")
         axes.set_xscale("log")
         axes.set_yscale("log")
         _log_axis(axes.xaxis)
@@ -262,6 +263,20 @@ def draw_cross_model(chart: ChartData) -> str:
         axes.legend(loc="lower right")
         _labels(axes, chart)
         return _svg(figure)
+
+
+def label_positions(
+    xs: tuple[float, ...], ys: tuple[float, ...], names: tuple[str, ...]
+) -> list[tuple[float, float, str]]:
+    """The points of a log-log chart to label, skipping any whose label would sit on an earlier one."""
+    placed: list[tuple[float, float, str]] = []
+    for x, y, name in zip(xs, ys, names):
+        if x <= 0 or y <= 0:
+            continue
+        if any(abs(math.log10(x / px)) < 0.45 and abs(math.log10(y / py)) < 0.1 for px, py, _ in placed):
+            continue
+        placed.append((x, y, name))
+    return placed
 
 
 def _labels(axes: Axes, chart: ChartData) -> None:

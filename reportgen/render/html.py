@@ -5,10 +5,10 @@ from __future__ import annotations
 from markupsafe import Markup
 
 from ..data import ModelReport, RunResult
-from .charts import ChartRef, inline_svg
+from .charts import inline_svg
 from .diagram import lora_diagram
 from .jinja import environment
-from .view import index_view, report_view
+from .view import ChartRef, index_view, report_view
 
 
 def _inline(charts: tuple[ChartRef, ...]) -> tuple[ChartRef, ...]:

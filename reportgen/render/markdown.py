@@ -10,9 +10,8 @@ import jinja2
 from markupsafe import Markup
 
 from ..data import ModelReport, RunResult
-from .charts import ChartRef
 from .jinja import environment
-from .view import index_view, report_view
+from .view import ChartRef, index_view, report_view
 
 # Characters that Markdown (CommonMark, GFM tables) would read as markup inside a line; a backslash
 # makes each literal. "(" and "!" need none once "[" is escaped, so the raw text stays readable.

@@ -175,8 +175,8 @@ class IndexView:
 
     @property
     def failure_colspan(self) -> int:
-        """Columns a failure's error spans: architecture, parameters, one per rank, PEFT check, merge check."""
-        return 4 + len(self.result.ranks)
+        """Columns a failure's error spans: parameters, one per rank, PEFT check, merge check."""
+        return 3 + len(self.result.ranks)
 
 
 def _cells_by_rank(report: ModelReport, scenario: str) -> tuple[Cell, ...]:
