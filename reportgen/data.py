@@ -36,6 +36,14 @@ def human_count(count: int) -> str:
     return str(count)
 
 
+def human_bytes(count: int) -> str:
+    """A size in bytes with a readable decimal unit, GB at most so GPU sizes compare: 2.47 GB, 45.09 MB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if abs(count) >= scale:
+            return f"{count / scale:,.2f} {unit}"
+    return f"{count} B"
+
+
 def percent(part: int, whole: int) -> float | None:
     """part as a percentage of whole (1.02 means 1.02 %), None when whole is 0."""
     return 100.0 * part / whole if whole else None

@@ -23,14 +23,24 @@ from matplotlib.axes import Axes  # noqa: E402  (after the backend is chosen)
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from ..data import ModelReport, RunResult, human_count  # noqa: E402
-from .view import ChartRef, headline_scenario, module_lora_rows, scenario_rows  # noqa: E402
+from ..data import GIB, ModelReport, RunResult, human_count  # noqa: E402
+from .view import (  # noqa: E402
+    GPU_SIZES_GIB,
+    ChartRef,
+    headline_scenario,
+    memory_setting,
+    method_title,
+    module_lora_rows,
+    scenario_rows,
+)
 
 # Okabe & Ito's colour-blind-safe palette.
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 GROUP_COLOURS = {"attention": "#0072B2", "mlp": "#E69F00", "other": "#999999"}
 GROUP_HATCHES = {"attention": "", "mlp": "//", "other": ".."}
 GROUP_LABELS = {"attention": "attention", "mlp": "MLP", "other": "other"}
+COMPONENT_HATCHES = ("", "//", "..", "xx", "\\\\", "++")  # one per stacked component, for greyscale
+GB = 1e9
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", "-.", ":")
 
@@ -76,6 +86,7 @@ class ChartData:
     log_y: bool = False
     log_x: bool = False
     alt: str = ""
+    references: tuple[tuple[float, str], ...] = ()  # horizontal reference lines: value and label
 
 
 def module_params_chart(report: ModelReport) -> ChartData:
@@ -155,6 +166,27 @@ def cross_model_chart(result: RunResult) -> ChartData:
         log_x=True,
         log_y=True,
         alt="Points: each model's size against its LoRA trainables on all linear layers, one colour per rank.",
+    )
+
+
+def memory_chart(report: ModelReport) -> ChartData:
+    """Full, LoRA and QLoRA training memory at the chosen scenario and rank, components stacked, in bytes."""
+    rows = report.memory_headline
+    labels = [label for label, _ in rows[0].components] if rows else []
+    series = tuple(
+        Series(label, tuple(float(row.components[index][1]) for row in rows), OKABE_ITO[index % len(OKABE_ITO)])
+        for index, label in enumerate(labels)
+    )
+    return ChartData(
+        filename="memory.svg",
+        title="Training memory: full fine-tuning, LoRA, QLoRA",
+        xlabel="",
+        ylabel="GB (10^9 bytes)",
+        categories=tuple(f"{method_title(row)}\n{memory_setting(row)}" for row in rows),
+        series=series,
+        references=tuple((float(size * GIB), f"{size} GiB GPU") for size in GPU_SIZES_GIB),
+        alt="Stacked bars: the training memory of full fine-tuning, LoRA and QLoRA, component by component, "
+            "with lines at common GPU sizes.",
     )
 
 
@@ -265,6 +297,48 @@ def draw_cross_model(chart: ChartData) -> str:
         return _svg(figure)
 
 
+def draw_memory(chart: ChartData) -> str:
+    """Stacked vertical bars in GB, one per method, with labelled GPU-size lines."""
+    with _figure(7.2, 4.4) as (figure, axes):
+        positions = range(len(chart.categories))
+        bottoms = [0.0] * len(chart.categories)
+        for index, series in enumerate(chart.series):
+            heights = [value / GB for value in series.values]
+            axes.bar(positions, heights, 0.55, bottom=bottoms, color=series.colour, edgecolor="white",
+                     hatch=COMPONENT_HATCHES[index % len(COMPONENT_HATCHES)], linewidth=0.5, label=series.name)
+            bottoms = [bottom + height for bottom, height in zip(bottoms, heights)]
+        for position, total in zip(positions, bottoms):
+            axes.annotate(f"{total:,.2f} GB", (position, total), xytext=(0, 3), textcoords="offset points",
+                          ha="center", fontsize=8.5, fontweight="bold")
+        top = max(bottoms + [value / GB for value, _ in chart.references]) * 1.12
+        for value, label in reference_labels(chart.references, top * GB):
+            axes.axhline(value / GB, color="#555555", linestyle="--", linewidth=0.9, zorder=1.5)
+            if label:
+                axes.annotate(label, (1.0, value / GB), xycoords=("axes fraction", "data"), xytext=(-2, 3),
+                              textcoords="offset points", ha="right", fontsize=8, color="#333333")
+        axes.set_ylim(0, top)
+        axes.set_xlim(-0.6, len(chart.categories) - 0.4)
+        axes.set_xticks(list(positions), chart.categories)
+        axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+        axes.grid(axis="x", visible=False)
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5)
+        _labels(axes, chart)
+        return _svg(figure)
+
+
+def reference_labels(references: tuple[tuple[float, str], ...], top: float) -> list[tuple[float, str]]:
+    """Reference lines with their labels; a label that would sit on the one below joins it instead."""
+    placed: list[tuple[float, str]] = []
+    for value, label in sorted(references):
+        if placed and placed[-1][1] and (value - placed[-1][0]) < 0.06 * top:
+            below, text = placed[-1]
+            placed[-1] = (below, "")
+            placed.append((value, f"{text.removesuffix(' GPU')} / {label}"))
+            continue
+        placed.append((value, label))
+    return placed
+
+
 def label_positions(
     xs: tuple[float, ...], ys: tuple[float, ...], names: tuple[str, ...]
 ) -> list[tuple[float, float, str]]:
@@ -290,6 +364,7 @@ DRAWERS = {
     "trainables_by_rank.svg": draw_trainables_by_rank,
     "trainable_percent.svg": draw_grouped_bars,
     "cross_model.svg": draw_cross_model,
+    "memory.svg": draw_memory,
 }
 
 
@@ -300,7 +375,8 @@ def draw(chart: ChartData) -> ChartRef:
 
 def report_charts(report: ModelReport) -> tuple[ChartRef, ...]:
     """Every chart of one model's page."""
-    charts = (module_params_chart(report), trainables_by_rank_chart(report), trainable_percent_chart(report))
+    charts = (module_params_chart(report), trainables_by_rank_chart(report), trainable_percent_chart(report),
+              memory_chart(report))
     return tuple(draw(chart) for chart in charts if chart.series and chart.categories)
 
 

@@ -10,7 +10,7 @@ import jinja2
 
 import reportgen
 
-from ..data import human_count
+from ..data import human_bytes, human_count
 
 TEMPLATES = Path(reportgen.__file__).parent.parent / "templates"
 
@@ -37,11 +37,17 @@ def human(value: int | None) -> str:
     return "-" if value is None else human_count(value)
 
 
+def gb(value: int | None) -> str:
+    """A size in bytes with a readable unit: 2.47 GB, 45.09 MB."""
+    return "-" if value is None else human_bytes(value)
+
+
 def yes_no(value: bool) -> str:
     return "yes" if value else "no"
 
 
-FILTERS: dict[str, Callable[..., str]] = {"count": count, "pct": pct, "mega": mega, "human": human, "yes_no": yes_no}
+FILTERS: dict[str, Callable[..., str]] = {"count": count, "pct": pct, "mega": mega, "human": human, "gb": gb,
+                                            "yes_no": yes_no}
 
 
 def environment(html: bool, finalize: Callable[[Any], Any] | None = None) -> jinja2.Environment:

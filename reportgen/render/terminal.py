@@ -98,6 +98,7 @@ def render(report: ModelReport) -> str:
     lines = [
         f"{model.id}  ({model.architecture}, {model.model_type})",
         f"  config: {model.source}",
+        *([f"  built: {model.build_note}"] if model.build_note else []),
         f"  total parameters: {model.total_params:,} (tied embeddings counted once: {model.tied_embeddings})",
         f"  linear parameters in the blocks: {model.linear_params:,} ({model.linear_millions:.2f}M)",
         "",
