@@ -63,10 +63,10 @@ def test_report_page_renders_offline(browser: Any, site: Path) -> None:
     module_rows = page.locator("#modules tbody tr")
     assert module_rows.count() == 7
     assert module_rows.first.locator("td").nth(4).inner_text() == f"{2048 * 2048 * 16:,}"
-    assert page.locator("table").count() == 3
-    # Charts: three inline SVG charts and the diagram, each laid out at a real size.
+    assert page.locator("table").count() == 6  # modules, scenarios, per module, and the three memory tables
+    # Charts: four inline SVG charts and the diagram, each laid out at a real size.
     figures = page.locator(".figure.chart svg")
-    assert figures.count() == 3
+    assert figures.count() == 4
     for index in range(figures.count()):
         box = figures.nth(index).bounding_box()
         assert box is not None and box["width"] > 400 and box["height"] > 150
@@ -74,6 +74,22 @@ def test_report_page_renders_offline(browser: Any, site: Path) -> None:
     assert diagram is not None and diagram["width"] > 200
     assert "trainable params: 3,407,872 || all params: 1,239,222,272 || trainable%: 0.2750" in page.inner_text(
         "#peft")
+    # Fine-tuning memory: reachable from the section nav, its tables and chart visible.
+    page.click('nav.toc a[href="#memory"]')
+    memory = page.locator("#memory")
+    assert memory.is_visible() and memory.locator("h2").inner_text() == "Fine-tuning memory"
+    frozen = memory.locator("table.memory tbody tr", has_text="Frozen weights").locator("td")
+    assert frozen.nth(2).inner_text() == "2.47 GB"  # LoRA's bf16 frozen base: 1,235,814,400 * 2 bytes
+    assert memory.locator("table.memory .mark.ok").count() == 9  # 3 methods x 3 GPU sizes, all fit
+    chart = memory.locator(".figure.chart svg")
+    assert chart.is_visible()
+    box = chart.bounding_box()
+    assert box is not None and box["width"] > 400 and box["height"] > 200
+    assert "24 GiB GPU" in chart.inner_text() and "80 GiB GPU" in chart.inner_text()
+    assert memory.locator("table.assumptions tbody tr").count() == 10
+    assert "Korthikanti et al. 2022" in memory.locator("table.assumptions").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    memory.screenshot(path=str(ARTIFACTS / "memory.png"))
     # The architecture printouts are collapsed, and expand.
     for name in ("base", "peft", "merged"):
         details = page.locator(f"#printout-{name}")

@@ -73,7 +73,8 @@ def test_page_shows_the_walk_through_numbers(site: dict[str, str], name: str) ->
 
 def test_markdown_tables_are_real_tables(site: dict[str, str]) -> None:
     html = markdown.markdown(site["report.md"], extensions=["tables"])
-    assert html.count("<table>") == 5  # headline, model card, modules, scenarios, per module
+    # headline, model card, modules, scenarios, per module, memory headline, memory totals, assumptions
+    assert html.count("<table>") == 8
     left, right = '<td style="text-align: left;">', '<td style="text-align: right;">'
     assert f"{left}<code>q_proj</code></td>\n{right}16</td>\n{right}{Q_R8:,} ✓ PEFT</td>" in html
     assert '<img alt="' in html and 'src="params_by_module.svg"' in html
@@ -93,7 +94,7 @@ def test_html_is_self_contained(site: dict[str, str]) -> None:
         assert links and all("//" not in link and ":" not in link for link in links), links
         assert "<link" not in page and "<script" not in page and "<img" not in page
         assert all(target.startswith("#") for target in re.findall(r"url\(([^)]*)\)", page))
-    assert site["report.html"].count('<div class="figure chart"') == 3
+    assert site["report.html"].count('<div class="figure chart"') == 4
     assert '<a href="meta-llama--Llama-3.2-1B-Instruct/report.html">' in site["index.html"]
 
 
@@ -109,7 +110,7 @@ def test_index_lists_the_failure_with_its_error(site: dict[str, str]) -> None:
 def test_site_writes_every_file(tmp_path: Path) -> None:
     written = {path.relative_to(tmp_path).as_posix() for path in write_site(gold_result(), tmp_path)}
     per_model = {"report.json", "report.html", "report.md", "lora_diagram.svg", "params_by_module.svg",
-                 "trainables_by_rank.svg", "trainable_percent.svg"}
+                 "trainables_by_rank.svg", "trainable_percent.svg", "memory.svg"}
     assert written == {f"{GOLD_SLUG}/{name}" for name in per_model} | {
         "index.json", "index.md", "index.html", "summary.md", "cross_model.svg"}
     assert json.loads((tmp_path / "index.json").read_text())["failures"][0]["status"] == "failed"
@@ -120,7 +121,7 @@ def test_two_runs_write_identical_bytes(tmp_path: Path) -> None:
     write_site(gold_result(), first)
     write_site(gold_result(), second)
     files = sorted(path.relative_to(first) for path in first.rglob("*") if path.is_file())
-    assert len(files) == 12
+    assert len(files) == 13
     for relative in files:
         assert (first / relative).read_bytes() == (second / relative).read_bytes(), relative
     svg = (first / GOLD_SLUG / "params_by_module.svg").read_text()
