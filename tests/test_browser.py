@@ -85,7 +85,8 @@ def test_report_page_renders_offline(browser: Any, site: Path) -> None:
     assert chart.is_visible()
     box = chart.bounding_box()
     assert box is not None and box["width"] > 400 and box["height"] > 200
-    assert "24 GiB GPU" in chart.inner_text() and "80 GiB GPU" in chart.inner_text()
+    labels = chart.text_content() or ""
+    assert "24 GiB GPU" in labels and "80 GiB GPU" in labels and "4.56 GB" in labels
     assert memory.locator("table.assumptions tbody tr").count() == 10
     assert "Korthikanti et al. 2022" in memory.locator("table.assumptions").inner_text()
     ARTIFACTS.mkdir(exist_ok=True)
