@@ -29,3 +29,17 @@ def test_parallel_run_equals_the_serial_run(tmp_path: Path, write_config: Callab
     assert ended == [(specs[0].text, True), (specs[1].text, False), (specs[2].text, True)]
     # GPT-2 c_attn at r=4: 12 layers x 4 x (768 + 2304), the same in both runs.
     assert parallel.reports[1].cell("c_attn", 4).peft_trainable == 12 * 4 * (768 + 2304)
+
+
+def test_jobs_zero_means_one_per_core_through_the_cli(tmp_path: Path, write_config: Callable[..., Path]) -> None:
+    from click.testing import CliRunner
+
+    from reportgen.cli import cli
+
+    models = tmp_path / "models.txt"
+    models.write_text(f"{write_config('a')}\n{write_config('b')}\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["report", "--models", str(models), "--out", str(out), "--jobs", "0",
+                                      "--ranks", "4", "--no-merge-check", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert len(list(out.glob("*/report.json"))) == 2
