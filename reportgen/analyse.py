@@ -10,11 +10,11 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
-from . import data
+from . import methods
 from .data import Cell, ModelInfo, ModuleRow, Scenario
+from .methods import ALL_LINEAR, BUILTIN_VARIANTS, ModelFacts, Plan, Variant, layer_trainable, select_rows
 from .roles import ATTENTION_ROLES, ROLE_ORDER, Dimensions, expected_shape, group_of, role_of
 
-ALL_LINEAR = "all-linear"  # PEFT's own shorthand: every Linear/Conv1D but the output head
 LAYER_INDEX = re.compile(r"\.(\d+)\.")
 
 # The walk-through's three scenarios, by role, with the task each suits.
@@ -29,45 +29,60 @@ SEED_SCENARIOS: tuple[Scenario, ...] = (
 class _Weight:
     """One targetable weight in one layer: (out, in), its bias, its expert count."""
 
-    path: str  # inside the layer, e.g. "self_attn.q_proj"
-    kind: str
+    path: str  # inside the layer, as PEFT keys it: "self_attn.q_proj", "mlp.experts.gate_up_proj"
+    kind: str  # linear, conv1d, experts (a fused 3-D parameter), param (a 2-D weight of another module)
     shape: tuple[int, int]
     bias: int
     experts: int
+    prefix: str  # "model.layers"
+    index: int
+
+    @property
+    def module_path(self) -> str:
+        """The path of the module that holds the weight ("mlp.gate" for the parameter "mlp.gate.weight")."""
+        return self.path.rsplit(".", 1)[0] if self.kind in ("experts", "param") else self.path
 
 
-def _layer_path(name: str) -> str | None:
-    """"model.layers.3.self_attn.q_proj" -> "self_attn.q_proj"; None outside the repeated blocks."""
+def _layer_path(name: str) -> tuple[str, int, str] | None:
+    """"model.layers.3.self_attn.q_proj" -> ("model.layers", 3, "self_attn.q_proj"); None outside the blocks."""
     match = LAYER_INDEX.search(name + ".")
     if match is None:
         return None
-    return (name + ".")[match.end():].rstrip(".") or None
+    path = (name + ".")[match.end():].rstrip(".")
+    return (name[: match.start()], int(match.group(1)), path) if path else None
 
 
 def _weights(model: nn.Module) -> list[_Weight]:
-    """Every Linear, Conv1D and fused expert parameter inside the repeated blocks."""
+    """Every Linear, Conv1D, fused expert parameter and other 2-D weight (a router) inside the repeated blocks."""
     found: list[_Weight] = []
     for name, module in model.named_modules():
-        path = _layer_path(name)
-        if path is None:
+        place = _layer_path(name)
+        if place is None:
             continue
+        prefix, index, path = place
+        bias = module.bias.numel() if isinstance(getattr(module, "bias", None), nn.Parameter) else 0
         if isinstance(module, nn.Linear):
-            shape = (module.out_features, module.in_features)
-            bias = module.bias.numel() if module.bias is not None else 0
-            found.append(_Weight(path, "linear", shape, bias, 1))
+            found.append(_Weight(path, "linear", (module.out_features, module.in_features), bias, 1, prefix, index))
         elif isinstance(module, Conv1D):
-            # Conv1D stores its weight as (in_features, out_features).
-            in_features, out_features = module.weight.shape
-            bias = module.bias.numel() if module.bias is not None else 0
-            found.append(_Weight(path, "conv1d", (out_features, in_features), bias, 1))
-        else:
-            transposed = bool(getattr(module, "is_transposed", False))
-            for param_name, param in module.named_parameters(recurse=False):
-                if param.dim() != 3:
-                    continue
-                experts, first, second = param.shape  # (experts, out, in) unless transposed
-                shape = (second, first) if transposed else (first, second)
-                found.append(_Weight(f"{path}.{param_name}", "experts", shape, 0, experts))
+            in_features, out_features = module.weight.shape  # Conv1D stores (in_features, out_features)
+            found.append(_Weight(path, "conv1d", (out_features, in_features), bias, 1, prefix, index))
+        elif not isinstance(module, nn.Embedding):
+            found.extend(_parameter_weights(module, path, prefix, index))
+    return found
+
+
+def _parameter_weights(module: nn.Module, path: str, prefix: str, index: int) -> list[_Weight]:
+    """Fused expert parameters (experts, out, in) and 2-D weights (a router's (experts, hidden)) of a module."""
+    transposed = bool(getattr(module, "is_transposed", False))
+    found: list[_Weight] = []
+    for param_name, param in module.named_parameters(recurse=False):
+        if param.dim() == 3:
+            experts, first, second = param.shape  # (experts, out, in) unless transposed
+            shape = (second, first) if transposed else (first, second)
+            found.append(_Weight(f"{path}.{param_name}", "experts", shape, 0, experts, prefix, index))
+        elif param.dim() == 2 and param_name == "weight":
+            out_features, in_features = param.shape
+            found.append(_Weight(f"{path}.{param_name}", "param", (out_features, in_features), 0, 1, prefix, index))
     return found
 
 
@@ -91,12 +106,14 @@ def module_rows(model: nn.Module, dims: Dimensions) -> tuple[ModuleRow, ...]:
     by_path: dict[str, list[_Weight]] = defaultdict(list)
     for weight in _weights(model):
         by_path[weight.path].append(weight)
-    tags = _short_tags(list(by_path))
+    tags = _short_tags([weights[0].module_path if weights[0].kind == "param" else path
+                        for path, weights in by_path.items()])
     rows: list[ModuleRow] = []
     for path, weights in by_path.items():
         first = weights[0]
         shapes = {w.shape for w in weights}
-        role = role_of(path)
+        role = role_of(first.module_path if first.kind == "param" else path)
+        tag = tags[first.module_path if first.kind == "param" else path]
         layers = len(weights)
         params = sum(w.shape[0] * w.shape[1] * w.experts for w in weights)
         expected = expected_shape(role, dims)
@@ -105,7 +122,7 @@ def module_rows(model: nn.Module, dims: Dimensions) -> tuple[ModuleRow, ...]:
             expected_params = expected[0] * expected[1] * first.experts * dims.num_layers
         rows.append(
             ModuleRow(
-                tag=tags[path],
+                tag=tag,
                 role=role,
                 group=_group(role, path),
                 kind=first.kind,
@@ -116,7 +133,11 @@ def module_rows(model: nn.Module, dims: Dimensions) -> tuple[ModuleRow, ...]:
                 experts=first.experts,
                 expected_shape=expected,
                 expected_params=expected_params,
-                peft_target=tags[path],
+                # a 2-D weight of another module is reached through target_parameters, by its parameter name
+                peft_target=f"{tag}.weight" if first.kind == "param" else tag,
+                path=path,
+                layer_prefix=first.prefix,
+                layer_indices=tuple(sorted(w.index for w in weights)),
             )
         )
     order = {role: index for index, role in enumerate(ROLE_ORDER)}
@@ -171,68 +192,22 @@ def lora_trainable_params(row: ModuleRow, rank: int) -> int:
     A fused expert parameter of shape (experts, out, in) gets one A of
     (r * experts, in) and one B of (out, r * experts), as PEFT's ParamWrapper builds.
     """
-    out_features, in_features = row.shape
-    return rank * row.experts * (out_features + in_features) * row.layers
+    return layer_trainable(BUILTIN_VARIANTS["lora"], row, rank) * row.layers
 
 
 def scenario_targets(scenario: Scenario, rows: tuple[ModuleRow, ...]) -> tuple[tuple[ModuleRow, ...], str]:
-    """The module rows a scenario selects, and why it selects none (empty string when it selects some)."""
+    """The module rows a scenario selects for plain LoRA, and why it selects none (empty string when it selects some)."""
     if scenario.targets == (ALL_LINEAR,):
         chosen = tuple(row for row in rows if row.kind in ("linear", "conv1d"))
-        return chosen, "" if chosen else "this model has no Linear or Conv1D layer in its blocks"
-    chosen_rows: list[ModuleRow] = []
-    missing: list[str] = []
-    targets = list(scenario.targets)
-    fused_qkv = [row for row in rows if row.role == "qkv"]
-    if {"q", "k", "v"} <= set(targets) and fused_qkv:
-        # q, k and v together are exactly the fused projection (GPT-2 c_attn, Phi-3 qkv_proj).
-        targets = [t for t in targets if t not in ("q", "k", "v")]
-        chosen_rows.extend(fused_qkv)
-    for target in targets:
-        matches = [row for row in rows if target in (row.role, row.tag, row.peft_target)]
-        if not matches:
-            missing.append(target)
-        chosen_rows.extend(row for row in matches if row not in chosen_rows)
-    if missing:
-        fused = [row.tag for row in rows if row.role == "qkv"] if set(missing) & {"q", "k", "v"} else []
-        if fused:
-            return (), (
-                f"not applicable: fused ({', '.join(fused)} holds q, k and v in one matrix, "
-                f"so {', '.join(missing)} cannot be adapted alone)"
-            )
-        return (), f"targets {', '.join(missing)} match no module of this model"
-    return tuple(chosen_rows), ""
+        return chosen, "" if chosen else "matches nothing: no Linear or Conv1D layer in the blocks"
+    return select_rows(scenario, rows)
 
 
 def formula_cell(
-    scenario: Scenario, rank: int, rows: tuple[ModuleRow, ...], total_params: int
-) -> tuple[Cell, tuple[ModuleRow, ...]]:
-    """A cell counted by the closed form alone (PEFT's count is added by the peft stage)."""
-    chosen, why_none = scenario_targets(scenario, rows)
-    if not chosen:
-        status = data.NOT_APPLICABLE if why_none.startswith("not applicable") else data.NO_MATCH
-        cell = Cell(
-            scenario=scenario.name, targets=scenario.targets, rank=rank, method="lora",
-            matrices=0, targeted_params=0, formula_trainable=None, peft_trainable=None,
-            percent_of_targeted=None, percent_of_model=None, status=status, note=why_none,
-        )
-        return cell, chosen
-    targeted = sum(row.params for row in chosen)
-    trainable = sum(lora_trainable_params(row, rank) for row in chosen)
-    cell = Cell(
-        scenario=scenario.name,
-        targets=tuple(row.peft_target for row in chosen),
-        rank=rank,
-        method="lora",
-        matrices=sum(row.layers * row.experts for row in chosen),
-        targeted_params=targeted,
-        formula_trainable=trainable,
-        peft_trainable=None,
-        percent_of_targeted=data.percent(trainable, targeted),
-        percent_of_model=data.percent(trainable, total_params),
-        status=data.OK,
-    )
-    return cell, chosen
+    scenario: Scenario, rank: int, rows: tuple[ModuleRow, ...], facts: ModelFacts, variant: Variant | None = None
+) -> tuple[Cell, Plan]:
+    """A cell counted by the closed form alone (see :mod:`reportgen.methods`); plain LoRA unless told."""
+    return methods.formula_cell(scenario, rank, variant or BUILTIN_VARIANTS["lora"], rows, facts)
 
 
 def default_scenarios(rows: tuple[ModuleRow, ...], extra: tuple[Scenario, ...] = ()) -> tuple[Scenario, ...]:

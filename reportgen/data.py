@@ -108,6 +108,13 @@ class ModuleRow:
     expected_shape: tuple[int, int] | None  # derived from the config alone
     expected_params: int | None
     peft_target: str  # the name that selects exactly these modules in PEFT
+    path: str = ""  # inside a layer, as PEFT keys it: "self_attn.q_proj", "mlp.experts.gate_up_proj", "mlp.gate.weight"
+    layer_prefix: str = ""  # the module list holding the layers: "model.layers", "transformer.h"
+    layer_indices: tuple[int, ...] = ()  # the layers that hold this module
+
+    @property
+    def experts_label(self) -> str:
+        return f"{self.experts} experts" if self.experts > 1 else ""
 
     @property
     def millions(self) -> float:
@@ -161,6 +168,9 @@ class Cell:
     percent_of_model: float | None
     status: str
     note: str = ""
+    options: tuple[tuple[str, str], ...] = ()  # the method's options beyond its defaults, as text
+    scaling: float | None = None  # the adapter's scaling: alpha/r, or alpha/sqrt(r) with rsLoRA
+    formula: str = ""  # the closed form, spelled out per module type
 
     @property
     def confirmed(self) -> bool:
@@ -208,6 +218,20 @@ class PeftReference:
     @property
     def trainable_percent(self) -> float:
         return 100.0 * self.trainable_params / self.all_params
+
+
+@dataclass(frozen=True)
+class CountLine:
+    """One way of counting a model's parameters, and why it differs from the unique count."""
+
+    label: str
+    count: int
+    why: str
+    difference: int  # count minus the unique-parameter count
+
+    @property
+    def human(self) -> str:
+        return human_count(self.count)
 
 
 @dataclass(frozen=True)
@@ -415,6 +439,8 @@ class ModelReport:
     schema_version: int = SCHEMA_VERSION
     memory: tuple[MemoryRow, ...] = ()
     memory_assumptions: tuple[Assumption, ...] = ()
+    methods: tuple[str, ...] = ("lora",)
+    explanation: tuple[CountLine, ...] = ()
 
     @property
     def all_confirmed(self) -> bool:

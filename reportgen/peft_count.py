@@ -8,12 +8,16 @@ import io
 import warnings
 from collections.abc import Iterator
 
-from peft import LoraConfig, PeftModel, get_peft_model
+from typing import Any
+
+from peft import IA3Config, LoHaConfig, LoKrConfig, LoraConfig, PeftConfig, PeftModel, VeraConfig, get_peft_model
 from transformers import PreTrainedModel
 
 from . import data
-from .analyse import ALL_LINEAR
-from .data import Cell, ModuleRow, PeftReference
+from .data import Cell, PeftReference
+from .methods import (
+    ALL_LINEAR, BUILTIN_VARIANTS, IA3, LOHA, LOKR, LORA, PARAM_KINDS, VERA, Plan, Variant, default_alpha,
+)
 
 # The walk-through's own PEFT step: LoraConfig(r=16, lora_alpha=32, q/k/v/o, dropout 0.05).
 REFERENCE_RANK = 16
@@ -21,24 +25,40 @@ REFERENCE_ALPHA = 32
 REFERENCE_DROPOUT = 0.05
 
 
-def lora_config(cell: Cell, rows: tuple[ModuleRow, ...], dropout: float = 0.0, alpha: int | None = None) -> LoraConfig:
-    """The LoraConfig that adapts exactly a cell's module rows at its rank."""
-    modules = [row.peft_target for row in rows if row.kind != "experts"]
-    parameters = [row.peft_target for row in rows if row.kind == "experts"]
-    target_modules: str | list[str] = ALL_LINEAR if cell.targets == (ALL_LINEAR,) else modules
-    return LoraConfig(
-        r=cell.rank,
-        lora_alpha=alpha if alpha is not None else 2 * cell.rank,
-        target_modules=target_modules,
-        target_parameters=parameters or None,
-        lora_dropout=dropout,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
+def peft_config(variant: Variant, plan: Plan, rank: int, dropout: float = 0.0, alpha: float | None = None) -> PeftConfig:
+    """The PEFT config a user would write for this cell: all-linear as PEFT's own shorthand, else the names."""
+    modules = [row.peft_target for row in plan.rows if row.kind not in PARAM_KINDS]
+    parameters = [row.peft_target for row in plan.rows if row.kind in PARAM_KINDS]
+    # PEFT works out all-linear itself (experts included on MoE models): the check must not do it for PEFT.
+    target_modules: str | list[str] = ALL_LINEAR if plan.all_linear else modules
+    if plan.all_linear:
+        parameters = []
+    options = dict(variant.options)
+    shared: dict[str, Any] = {
+        "target_modules": target_modules or None,
+        "modules_to_save": list(options["modules_to_save"]) if options.get("modules_to_save") else None,
+        "layers_to_transform": options.get("layers_to_transform"),
+        "task_type": "CAUSAL_LM",
+    }
+    # PEFT edits rank_pattern/alpha_pattern in place (v5 MoE conversion), so it gets copies.
+    patterns = {"rank_pattern": dict(options.get("rank_pattern") or {}),
+                "alpha_pattern": dict(options.get("alpha_pattern") or {})}
+    if variant.method == LORA:
+        lora_options = {key: options[key] for key in ("use_dora", "use_rslora", "lora_bias", "bias") if key in options}
+        return LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else default_alpha(variant, rank),
+                          target_parameters=parameters or None, lora_dropout=dropout, **patterns,
+                          **lora_options, **shared)
+    if variant.method in (LOHA, LOKR):
+        config_class = LoHaConfig if variant.method == LOHA else LoKrConfig
+        return config_class(r=rank, alpha=default_alpha(variant, rank), **patterns, **shared)
+    if variant.method == VERA:
+        return VeraConfig(r=rank, bias=options.get("bias", "none"), **shared)
+    feedforward = [row.peft_target for row in plan.rows if row.role == "down"]
+    return IA3Config(feedforward_modules=feedforward, **shared)
 
 
 @contextlib.contextmanager
-def adapted(model: PreTrainedModel, config: LoraConfig) -> Iterator[PeftModel]:
+def adapted(model: PreTrainedModel, config: PeftConfig) -> Iterator[PeftModel]:
     """The model wrapped by PEFT for the duration of the block, then unwrapped again.
 
     The meta model is built once per model and reused: ``unload()`` removes the
@@ -58,37 +78,39 @@ def adapted(model: PreTrainedModel, config: LoraConfig) -> Iterator[PeftModel]:
             param.requires_grad_(True)
 
 
-def count_cell(model: PreTrainedModel, cell: Cell, rows: tuple[ModuleRow, ...]) -> Cell:
+def count_cell(model: PreTrainedModel, cell: Cell, plan: Plan, variant: Variant) -> Cell:
     """The cell with PEFT's trainable count beside the formula's, and its status."""
     if cell.formula_trainable is None:
         return cell
-    with adapted(model, lora_config(cell, rows)) as peft_model:
+    with adapted(model, peft_config(variant, plan, cell.rank)) as peft_model:
         trainable, _ = peft_model.get_nb_trainable_parameters()
     status = data.OK if trainable == cell.formula_trainable else data.MISMATCH
     note = cell.note
     if status == data.MISMATCH:
         note = (
-            f"PEFT trains {trainable:,} parameters, the closed form r*(m+n) gives "
+            f"MISMATCH: PEFT trains {trainable:,} parameters, the closed form gives "
             f"{cell.formula_trainable:,} (difference {trainable - cell.formula_trainable:+,})"
         )
     return dataclasses.replace(cell, peft_trainable=trainable, status=status, note=note)
 
 
-def reference_step(model: PreTrainedModel, cell: Cell, rows: tuple[ModuleRow, ...]) -> tuple[PeftReference, str]:
+def reference_step(model: PreTrainedModel, plan: Plan) -> tuple[PeftReference, str]:
     """The walk-through's PEFT step on this model: PEFT's summary line and the wrapped printout."""
-    config = lora_config(cell, rows, dropout=REFERENCE_DROPOUT, alpha=REFERENCE_ALPHA)
-    if any(row.kind == "experts" for row in rows):
-        config.lora_dropout = 0.0  # PEFT refuses dropout on fused expert parameters
+    experts = any(row.kind in PARAM_KINDS for row in plan.rows)
+    # PEFT refuses dropout on fused expert parameters.
+    dropout = 0.0 if experts else REFERENCE_DROPOUT
+    config = peft_config(BUILTIN_VARIANTS["lora"], plan, REFERENCE_RANK, dropout=dropout, alpha=REFERENCE_ALPHA)
     with adapted(model, config) as peft_model:
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
             peft_model.print_trainable_parameters()
         trainable, all_params = peft_model.get_nb_trainable_parameters()
         printout = repr(peft_model)
-    targets = ", ".join(sorted(config.target_modules)) if not isinstance(config.target_modules, str) else ALL_LINEAR
+    names = [row.peft_target for row in plan.rows]
+    targets = ALL_LINEAR if plan.all_linear else ", ".join(sorted(names))
     description = (
-        f"LoraConfig(r={config.r}, lora_alpha={config.lora_alpha}, target_modules=[{targets}], "
-        f"lora_dropout={config.lora_dropout}, bias=\"none\", task_type=\"CAUSAL_LM\")"
+        f"LoraConfig(r={REFERENCE_RANK}, lora_alpha={REFERENCE_ALPHA}, target_modules=[{targets}], "
+        f"lora_dropout={dropout}, bias=\"none\", task_type=\"CAUSAL_LM\")"
     )
     reference = PeftReference(
         config=description,

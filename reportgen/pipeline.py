@@ -20,6 +20,7 @@ from .data import (
     Environment, MemoryAssumptions, MergeCheck, ModelFailure, ModelReport, Printouts, RunResult, Scenario,
 )
 from .errors import ReportgenError
+from .methods import DEFAULT_VARIANTS, Variant
 from .resolve import ModelSpec, resolve
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class Study:
 
     ranks: tuple[int, ...] = DEFAULT_RANKS
     scenarios: tuple[Scenario, ...] = ()
+    variants: tuple[Variant, ...] = DEFAULT_VARIANTS  # methods with options (reportgen.methods)
     merge_check: bool = True
     device: str = "auto"
     trust_remote_code: bool = False
@@ -104,9 +106,11 @@ def unique_slugs(ids: Sequence[str]) -> list[str]:
 def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | None = None) -> ModelReport:
     """The whole report of one model line (raises ReportgenError for input the user can fix)."""
     # Imported here so that `reportgen --help` and usage errors never pay for torch.
-    from .analyse import SEED_SCENARIOS, default_scenarios, formula_cell, model_info, module_rows
+    from .analyse import SEED_SCENARIOS, default_scenarios, model_info, module_rows
     from .build import build_meta_model, describe_build, load_config
     from .memory import memory_rows, memory_shape
+    from .explain import count_lines
+    from .methods import BUILTIN_VARIANTS, formula_cell, model_facts
     from .peft_count import count_cell, reference_step
     from .roles import dimensions
 
@@ -130,18 +134,22 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
         shape = memory_shape(info, rows, config, dims.num_experts)
     progress.on_stage(spec.text, "peft")
     cells: list[data.Cell] = []
+    facts = model_facts(model, info.total_params, study.variants)
     with _stage(spec.text, "peft"):
-        progress.on_cells(len(scenarios) * len(study.ranks))
-        for scenario in scenarios:
-            for rank in study.ranks:
-                cell, chosen = formula_cell(scenario, rank, rows, info.total_params)
-                cells.append(count_cell(model, cell, chosen))
-                progress.on_cell()
+        progress.on_cells(len(study.variants) * len(scenarios) * len(study.ranks))
+        # One meta model serves every cell: PEFT wraps it, counts, and unload() hands it back.
+        for variant in study.variants:
+            for scenario in scenarios:
+                for rank in study.ranks:
+                    cell, plan = formula_cell(scenario, rank, variant, rows, facts)
+                    cells.append(count_cell(model, cell, plan, variant))
+                    progress.on_cell()
         # The walk-through's PEFT step targets q, k, v and o at r=16.
-        reference_cell, reference_rows = formula_cell(SEED_SCENARIOS[1], 16, rows, info.total_params)
+        _, reference_plan = formula_cell(SEED_SCENARIOS[1], 16, BUILTIN_VARIANTS["lora"], rows, facts)
         reference, peft_printout = (None, "")
-        if reference_rows:
-            reference, peft_printout = reference_step(model, reference_cell, reference_rows)
+        if reference_plan.rows and not reference_plan.reason:
+            reference, peft_printout = reference_step(model, reference_plan)
+        explanation = count_lines(model, reference)
     with _stage(spec.text, "memory"):
         memory = memory_rows(info, rows, tuple(cells), shape, study.memory, study.ranks)
     merge = MergeCheck(status="not_run", note="the merge check is not implemented yet")
@@ -160,6 +168,8 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
         environment=environment(),
         memory=memory,
         memory_assumptions=study.memory.stated(),
+        methods=tuple(variant.name for variant in study.variants),
+        explanation=explanation,
     )
 
 
