@@ -22,7 +22,9 @@ RANK = re.compile(r"^[0-9]+$")  # ASCII digits only: str.isdigit() also accepts 
 SCENARIO = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)=(?P<targets>[^=]+)$")
 
 
-def _ranks(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+def _ranks(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...]:
+    if value is None:
+        return ()
     ranks: list[int] = []
     for part in value.split(","):
         part = part.strip()
@@ -51,11 +53,16 @@ def _scenarios(ctx: click.Context, param: click.Parameter, value: tuple[str, ...
 def study_options(func: Any) -> Any:
     """The options every analysing command shares."""
     options = [
-        click.option("--ranks", default="8,16", show_default=True, callback=_ranks,
-                     help="Comma-separated LoRA ranks to study."),
+        click.option("--ranks", default=None, callback=_ranks,
+                     help="Comma-separated LoRA ranks to study [default: 8,16]."),
         click.option("--scenario", "scenarios", multiple=True, callback=_scenarios, metavar="NAME=MOD[,MOD]",
                      help="An extra targeting scenario; repeatable. MOD is a module name (q_proj), "
                           "a role (q, k, v, o, gate, up, down) or all-linear."),
+        click.option("--methods", default=None, metavar="NAME[,NAME]",
+                     help="Comma-separated methods: lora, dora, rslora, loha, lokr, vera, ia3 [default: lora]."),
+        click.option("--matrix", "matrix_file", type=click.Path(path_type=Path), default=None,
+                     help="A TOML study matrix (ranks, scenarios, methods and their options); "
+                          "--ranks/--methods given on the command line override it."),
         click.option("--trust-remote-code", is_flag=True,
                      help="Allow a config's own Python code (auto_map) to run. Off by default."),
     ]
@@ -94,6 +101,17 @@ def memory_options(func: Any) -> Any:
     return wrapper
 
 
+def _study_matrix(ranks: tuple[int, ...], methods: str | None, matrix_file: Path | None,
+                  scenarios: tuple[Scenario, ...]) -> dict[str, Any]:
+    """Study keyword arguments from the matrix file (or the default matrix) and the command-line overrides."""
+    from .matrix import Matrix, load_matrix
+    from .methods import parse_methods
+
+    matrix = _usage(lambda: load_matrix(matrix_file)) if matrix_file is not None else Matrix()
+    variants = _usage(lambda: parse_methods(methods)) if methods else matrix.variants
+    return {"ranks": ranks or matrix.ranks, "variants": variants, "scenarios": matrix.scenarios + scenarios}
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="reportgen")
 def cli() -> None:
@@ -126,8 +144,8 @@ def cli() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Log the time of each stage of each model.")
 def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tuple[Scenario, ...],
-           trust_remote_code: bool, memory: MemoryAssumptions, device: str, no_merge_check: bool, jobs: int,
-           quiet: bool, verbose: bool) -> None:
+           methods: str | None, matrix_file: Path | None, trust_remote_code: bool, memory: MemoryAssumptions,
+           device: str, no_merge_check: bool, jobs: int, quiet: bool, verbose: bool) -> None:
     """Write the report site (HTML, Markdown, JSON, charts) for every model in a models file.
 
     Exit status: 0 when every model succeeded, 1 when any failed (the others are
@@ -146,8 +164,8 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
     specs, notes = _usage(lambda: read_models_file(models_file))
     for note in notes:
         click.echo(f"note: {printable(note)}", err=True)
-    study = Study(ranks=ranks, scenarios=scenarios, merge_check=not no_merge_check, device=device,
-                  trust_remote_code=trust_remote_code, memory=memory)
+    study = Study(merge_check=not no_merge_check, device=device, trust_remote_code=trust_remote_code,
+                  memory=memory, **_study_matrix(ranks, methods, matrix_file, scenarios))
     with _interruptible(out):
         with showing(len(specs), sys.stderr, enabled=not quiet and sys.stderr.isatty()) as display:
             result = run(specs, study, notes, display.hooks(), jobs=jobs or os.cpu_count() or 1)
@@ -195,8 +213,8 @@ def _interruptible(out: Path) -> Iterator[None]:
 @click.argument("model")
 @study_options
 @memory_options
-def inspect(model: str, ranks: tuple[int, ...], scenarios: tuple[Scenario, ...], trust_remote_code: bool,
-            memory: MemoryAssumptions) -> None:
+def inspect(model: str, ranks: tuple[int, ...], scenarios: tuple[Scenario, ...], methods: str | None,
+            matrix_file: Path | None, trust_remote_code: bool, memory: MemoryAssumptions) -> None:
     """Print one model's module table, LoRA cells, PEFT check and training memory in the terminal.
 
     MODEL is a hub id (bundled ones work offline), a model folder or a config.json.
@@ -205,13 +223,14 @@ def inspect(model: str, ranks: tuple[int, ...], scenarios: tuple[Scenario, ...],
     Example:
         reportgen inspect meta-llama/Llama-3.2-1B-Instruct --ranks 8,16
         reportgen inspect meta-llama/Llama-3.1-8B-Instruct --seq-len 4096 --optimizer adamw-8bit
+        reportgen inspect openai-community/gpt2 --methods lora,dora,vera --matrix study.toml
     """
     from .pipeline import Study, analyse_spec
     from .render.terminal import render
     from .resolve import ModelSpec
 
-    study = Study(ranks=ranks, scenarios=scenarios, merge_check=False, trust_remote_code=trust_remote_code,
-                  memory=memory)
+    study = Study(merge_check=False, trust_remote_code=trust_remote_code, memory=memory,
+                  **_study_matrix(ranks, methods, matrix_file, scenarios))
     try:
         result = analyse_spec(ModelSpec(text=model, origin="command line"), "inspect", study)
     except ReportgenError as exc:

@@ -43,7 +43,7 @@ METHOD_OPTIONS: dict[str, frozenset[str]] = {
     LOHA: frozenset({"modules_to_save", "layers_to_transform", "rank_pattern", "alpha_pattern", "alpha"}),
     LOKR: frozenset({"modules_to_save", "layers_to_transform", "rank_pattern", "alpha_pattern", "alpha"}),
     VERA: frozenset({"modules_to_save", "layers_to_transform", "bias"}),
-    IA3: frozenset({"modules_to_save", "layers_to_transform"}),
+    IA3: frozenset({"modules_to_save"}),
 }
 BIAS_MODES = ("none", "lora_only", "all")
 

@@ -37,9 +37,10 @@ def peft_config(variant: Variant, plan: Plan, rank: int, dropout: float = 0.0, a
     shared: dict[str, Any] = {
         "target_modules": target_modules or None,
         "modules_to_save": list(options["modules_to_save"]) if options.get("modules_to_save") else None,
-        "layers_to_transform": options.get("layers_to_transform"),
         "task_type": "CAUSAL_LM",
     }
+    if options.get("layers_to_transform") is not None:
+        shared["layers_to_transform"] = options["layers_to_transform"]
     # PEFT edits rank_pattern/alpha_pattern in place (v5 MoE conversion), so it gets copies.
     patterns = {"rank_pattern": dict(options.get("rank_pattern") or {}),
                 "alpha_pattern": dict(options.get("alpha_pattern") or {})}

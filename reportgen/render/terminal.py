@@ -40,6 +40,7 @@ def cell_table(report: ModelReport) -> pd.DataFrame:
         [
             {
                 "scenario": cell.scenario,
+                "method": cell.method,
                 "rank": cell.rank,
                 "matrices": cell.matrices,
                 "targeted": f"{cell.targeted_millions:.2f}M",
@@ -47,7 +48,7 @@ def cell_table(report: ModelReport) -> pd.DataFrame:
                 "peft": _count(cell.peft_trainable),
                 "% of targeted": _percent(cell.percent_of_targeted),
                 "% of model": _percent(cell.percent_of_model),
-                "status": cell.status if not cell.note else f"{cell.status}: {cell.note}",
+                "status": cell.note or cell.status,
             }
             for cell in report.cells
         ]
@@ -75,6 +76,17 @@ def memory_table(report: ModelReport) -> pd.DataFrame:
                 "fits": row.fits_label,
             }
             for row in report.memory_headline
+        ]
+    )
+
+
+def explanation_table(report: ModelReport) -> pd.DataFrame:
+    """Every way of counting the model's parameters, the difference from the unique count, and why."""
+    return pd.DataFrame(
+        [
+            {"count": line.label, "parameters": _count(line.count), "difference": f"{line.difference:+,}",
+             "why": line.why}
+            for line in report.explanation
         ]
     )
 
@@ -108,6 +120,12 @@ def render(report: ModelReport) -> str:
         "LoRA cells",
         cell_table(report).to_string(index=False),
     ]
+    if report.mismatches:
+        lines += ["", f"!!! {len(report.mismatches)} cell(s) where the closed form and PEFT DISAGREE:"]
+        lines += [f"!!!   {c.scenario} {c.method} r={c.rank}: {c.note}" for c in report.mismatches]
+    if report.explanation:
+        with pd.option_context("display.max_colwidth", 200):
+            lines += ["", "Why the counts differ", explanation_table(report).to_string(index=False)]
     if report.peft_reference is not None:
         lines += ["", f"PEFT, {report.peft_reference.config}:", "  " + report.peft_reference.summary_line]
     lines += memory_lines(report)
