@@ -73,7 +73,8 @@ def parse_matrix(document: dict[str, Any]) -> Matrix:
                              "nor defined in a [method.NAME] table")
         variants.append(variant)
     scenarios = tuple(_scenario(name, table) for name, table in _tables(document, "scenario").items())
-    return Matrix(tuple(dict.fromkeys(ranks)), tuple(dict.fromkeys(variants)), scenarios)
+    unique = {variant.name: variant for variant in variants}  # options may hold dicts: keep by name
+    return Matrix(tuple(dict.fromkeys(ranks)), tuple(unique.values()), scenarios)
 
 
 def _tables(document: dict[str, Any], key: str) -> dict[str, dict[str, Any]]:
