@@ -1,4 +1,4 @@
-"""Analyse: walk a meta model's real modules -> module table, model card, formula cells."""
+"""Analyse: walk a meta model's real modules -> module table and model card (cells: reportgen.methods)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
-from . import methods
-from .data import Cell, ModelInfo, ModuleRow, Scenario
-from .methods import ALL_LINEAR, BUILTIN_VARIANTS, ModelFacts, Plan, Variant, layer_trainable, select_rows
+from .data import ModelInfo, ModuleRow, Scenario
+from .methods import ALL_LINEAR
 from .roles import ATTENTION_ROLES, ROLE_ORDER, Dimensions, expected_shape, group_of, role_of
 
 LAYER_INDEX = re.compile(r"\.(\d+)\.")
@@ -184,30 +183,6 @@ def model_info(
         intermediate_size=dims.intermediate_size,
         vocab_size=dims.vocab_size,
     )
-
-
-def lora_trainable_params(row: ModuleRow, rank: int) -> int:
-    """LoRA's closed form over every layer of a module type: r * (m + n) per weight matrix.
-
-    A fused expert parameter of shape (experts, out, in) gets one A of
-    (r * experts, in) and one B of (out, r * experts), as PEFT's ParamWrapper builds.
-    """
-    return layer_trainable(BUILTIN_VARIANTS["lora"], row, rank) * row.layers
-
-
-def scenario_targets(scenario: Scenario, rows: tuple[ModuleRow, ...]) -> tuple[tuple[ModuleRow, ...], str]:
-    """The module rows a scenario selects for plain LoRA, and why it selects none (empty string when it selects some)."""
-    if scenario.targets == (ALL_LINEAR,):
-        chosen = tuple(row for row in rows if row.kind in ("linear", "conv1d"))
-        return chosen, "" if chosen else "matches nothing: no Linear or Conv1D layer in the blocks"
-    return select_rows(scenario, rows)
-
-
-def formula_cell(
-    scenario: Scenario, rank: int, rows: tuple[ModuleRow, ...], facts: ModelFacts, variant: Variant | None = None
-) -> tuple[Cell, Plan]:
-    """A cell counted by the closed form alone (see :mod:`reportgen.methods`); plain LoRA unless told."""
-    return methods.formula_cell(scenario, rank, variant or BUILTIN_VARIANTS["lora"], rows, facts)
 
 
 def default_scenarios(rows: tuple[ModuleRow, ...], extra: tuple[Scenario, ...] = ()) -> tuple[Scenario, ...]:

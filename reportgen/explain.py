@@ -47,11 +47,12 @@ def legacy_mask_buffers(model: PreTrainedModel) -> tuple[int, int]:
     suffixes = [match.group("module") for match in patterns if match]
     if not suffixes:
         return 0, 0
-    positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", 0)
+    config = model.config
+    positions = int(getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0) or 0)
     modules = sum(
         1 for name, _ in model.named_modules() if any(name == s or name.endswith("." + s) for s in suffixes)
     )
-    return modules, modules * int(positions) ** 2
+    return modules, modules * positions ** 2
 
 
 def stores_tied_twice(model: PreTrainedModel) -> bool:

@@ -158,7 +158,7 @@ def _moe_conversion(model_type: str) -> tuple[dict[str, str], dict[str, list[str
     alpha of gate_up_proj, which fuses two v4 projections.
     """
     try:
-        from peft.utils.transformers_weight_conversion import (
+        from peft.utils.transformers_weight_conversion import (  # type: ignore[attr-defined]
             _MODEL_TO_CONVERSION_PATTERN,
             _MOE_FUSED_TARGETS,
             _MOE_TARGET_MODULE_MAPPING,
@@ -166,7 +166,7 @@ def _moe_conversion(model_type: str) -> tuple[dict[str, str], dict[str, list[str
         from transformers.conversion_mapping import get_checkpoint_conversion_mapping
     except ImportError:  # an older PEFT without the v5 conversion
         return None
-    if get_checkpoint_conversion_mapping(model_type) is None:
+    if get_checkpoint_conversion_mapping(model_type) is None:  # type: ignore[no-untyped-call]
         return None
     base = _MODEL_TO_CONVERSION_PATTERN.get(model_type)
     mapping = _MOE_TARGET_MODULE_MAPPING.get(base or "")
@@ -360,7 +360,7 @@ def formula_cell(
 ) -> tuple[Cell, Plan]:
     """A cell counted by the closed form alone (PEFT's count is added by the peft stage)."""
     plan = plan_cell(scenario, rank, variant, rows, facts.model_type)
-    common = dict(scenario=scenario.name, rank=rank, method=variant.name, options=variant.option_labels,
+    common: dict[str, Any] = dict(scenario=scenario.name, rank=rank, method=variant.name, options=variant.option_labels,
                   scaling=scaling(variant, rank))
     if plan.reason:
         status = data.NOT_APPLICABLE if plan.reason.startswith("not applicable") else data.NO_MATCH

@@ -42,16 +42,17 @@ def peft_config(variant: Variant, plan: Plan, rank: int, dropout: float = 0.0, a
     if options.get("layers_to_transform") is not None:
         shared["layers_to_transform"] = options["layers_to_transform"]
     # PEFT edits rank_pattern/alpha_pattern in place (v5 MoE conversion), so it gets copies.
-    patterns = {"rank_pattern": dict(options.get("rank_pattern") or {}),
-                "alpha_pattern": dict(options.get("alpha_pattern") or {})}
+    patterns: dict[str, Any] = {"rank_pattern": dict(options.get("rank_pattern") or {}),
+                                "alpha_pattern": dict(options.get("alpha_pattern") or {})}
+    chosen_alpha: Any = alpha if alpha is not None else default_alpha(variant, rank)  # PEFT types it int; floats work
     if variant.method == LORA:
         lora_options = {key: options[key] for key in ("use_dora", "use_rslora", "lora_bias", "bias") if key in options}
-        return LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else default_alpha(variant, rank),
+        return LoraConfig(r=rank, lora_alpha=chosen_alpha,
                           target_parameters=parameters or None, lora_dropout=dropout, **patterns,
                           **lora_options, **shared)
     if variant.method in (LOHA, LOKR):
         config_class = LoHaConfig if variant.method == LOHA else LoKrConfig
-        return config_class(r=rank, alpha=default_alpha(variant, rank), **patterns, **shared)
+        return config_class(r=rank, alpha=chosen_alpha, **patterns, **shared)
     if variant.method == VERA:
         return VeraConfig(r=rank, bias=options.get("bias", "none"), **shared)
     feedforward = [row.peft_target for row in plan.rows if row.role == "down"]
