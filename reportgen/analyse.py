@@ -160,7 +160,7 @@ def model_info(
     # parameters() yields a tied tensor once, so this is the unique count.
     total = sum(p.numel() for p in model.parameters())
     input_emb = model.get_input_embeddings()
-    output_emb = model.get_output_embeddings()
+    output_emb = model.get_output_embeddings()  # type: ignore[no-untyped-call]
     tied = (
         input_emb is not None
         and output_emb is not None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from torch import nn
 from transformers import PreTrainedModel
@@ -55,14 +57,14 @@ def legacy_mask_buffers(model: PreTrainedModel) -> tuple[int, int]:
     return modules, modules * positions ** 2
 
 
-def stores_tied_twice(model: PreTrainedModel) -> bool:
-    """Whether the checkpoint stores tied weights under both names.
+def stores_tied_twice(config_json: Mapping[str, Any]) -> bool:
+    """Whether the checkpoint stores tied weights under both names, from the model's config.json.
 
     transformers' save_pretrained drops a tied copy; a checkpoint written by the
-    model's own code (its config carries an ``auto_map``), as falcon-7b's was,
+    model's own code (its config.json carries an ``auto_map``), as falcon-7b's was,
     saved its whole state dict, the tied lm_head included.
     """
-    return bool(getattr(model.config, "auto_map", None))
+    return bool(config_json.get("auto_map"))
 
 
 def bnb_4bit_params(model: PreTrainedModel) -> tuple[int, int]:
@@ -87,7 +89,9 @@ def bnb_4bit_params(model: PreTrainedModel) -> tuple[int, int]:
     return total, quantized
 
 
-def count_lines(model: PreTrainedModel, reference: PeftReference | None) -> tuple[CountLine, ...]:
+def count_lines(
+    model: PreTrainedModel, reference: PeftReference | None, config_json: Mapping[str, Any]
+) -> tuple[CountLine, ...]:
     """The explanation table: every usual way of counting this model, each with why it differs."""
     unique = unique_params(model)
     lines = [
@@ -106,7 +110,7 @@ def count_lines(model: PreTrainedModel, reference: PeftReference | None) -> tupl
             f"Base plus the {reference.trainable_params:,} LoRA A/B weights PEFT adds (no modules_to_save copies "
             "in this config; each would add a full copy of its module).",
             reference.all_params - unique))
-    lines.append(_checkpoint_line(model, unique))
+    lines.append(_checkpoint_line(model, unique, stores_tied_twice(config_json)))
     count, quantized = bnb_4bit_params(model)
     lines.append(CountLine(
         "bitsandbytes 4-bit, summing numel()", count,
@@ -116,11 +120,11 @@ def count_lines(model: PreTrainedModel, reference: PeftReference | None) -> tupl
     return tuple(lines)
 
 
-def _checkpoint_line(model: PreTrainedModel, unique: int) -> CountLine:
+def _checkpoint_line(model: PreTrainedModel, unique: int, tied_twice: bool) -> CountLine:
     """The checkpoint's tensor total: parameters, saved buffers, legacy masks, tied weights stored twice."""
     buffers = persistent_buffers(model)
     mask_modules, masks = legacy_mask_buffers(model)
-    tied = tied_duplicates(model) if stores_tied_twice(model) else 0
+    tied = tied_duplicates(model) if tied_twice else 0
     reasons: list[str] = []
     if masks:
         reasons.append(f"{mask_modules} causal-mask buffers ({masks:,} elements) that the checkpoint still stores")

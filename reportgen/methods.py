@@ -190,7 +190,7 @@ def _all_linear(variant: Variant, rows: tuple[ModuleRow, ...], model_type: str, 
     linear = tuple(row for row in rows if row.kind in ("linear", "conv1d"))
     conversion = _moe_conversion(model_type) if variant.method == LORA else None
     if conversion is None:
-        return Plan(linear, True, reason="" if linear else "matches nothing: no Linear or Conv1D layer in the blocks")
+        return Plan(linear, True, reason="" if linear else "this model has no Linear or Conv1D layer in its blocks")
     mapping, fused = conversion
     leaves = {_leaf(row) for row in linear} | set(mapping)
     parameters = {mapping[leaf] for leaf in leaves if leaf in mapping}
@@ -228,7 +228,7 @@ def select_rows(scenario: Scenario, rows: tuple[ModuleRow, ...]) -> tuple[tuple[
                 f"not applicable: fused ({', '.join(fused)} holds q, k and v in one matrix, "
                 f"so {', '.join(missing)} cannot be adapted alone)"
             )
-        return (), f"matches nothing: {', '.join(missing)} names no module of this model"
+        return (), f"targets {', '.join(missing)} match no module of this model"
     return tuple(chosen), ""
 
 

@@ -149,7 +149,7 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
         reference, peft_printout = (None, "")
         if reference_plan.rows and not reference_plan.reason:
             reference, peft_printout = reference_step(model, reference_plan)
-        explanation = count_lines(model, reference)
+        explanation = count_lines(model, reference, resolved.config)
     with _stage(spec.text, "memory"):
         memory = memory_rows(info, rows, tuple(cells), shape, study.memory, study.ranks)
     merge = MergeCheck(status="not_run", note="the merge check is not implemented yet")

@@ -60,7 +60,7 @@ def test_qv_only_is_not_applicable_on_fused_qkv_and_unknown_targets_match_nothin
     assert report.cell("qv_only", 8).note.startswith("not applicable: fused (qkv_proj")
     assert report.cell("qkvo", 8).targets == ("qkv_proj", "o_proj")
     assert report.cell("nope", 8).status == data.NO_MATCH
-    assert report.cell("nope", 8).note == "matches nothing: wq_proj names no module of this model"
+    assert report.cell("nope", 8).note == "targets wq_proj match no module of this model"
 
 
 def test_mixtral_all_linear_includes_experts_like_peft() -> None:
