@@ -138,6 +138,9 @@ def cli() -> None:
 @memory_options
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the merge check runs.")
+@click.option("--merge-budget", type=click.FloatRange(min=0, min_open=True), default=None, metavar="GB",
+              help="Memory the merge check may use, in GB [default: 8 on CPU, half the GPU's memory on CUDA]. "
+                   "A model over it is checked as a replica with fewer layers, or skipped when even that is over.")
 @click.option("--no-merge-check", is_flag=True, help="Skip the merge_and_unload check on real tensors.")
 @click.option("-j", "--jobs", type=click.IntRange(min=0), default=1, show_default=True,
               help="Models analysed at once, each in its own process; 0 means one per CPU core.")
@@ -145,7 +148,8 @@ def cli() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Log the time of each stage of each model.")
 def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tuple[Scenario, ...],
            methods: str | None, matrix_file: Path | None, trust_remote_code: bool, memory: MemoryAssumptions,
-           device: str, no_merge_check: bool, jobs: int, quiet: bool, verbose: bool) -> None:
+           device: str, merge_budget: float | None, no_merge_check: bool, jobs: int, quiet: bool,
+           verbose: bool) -> None:
     """Write the report site (HTML, Markdown, JSON, charts) for every model in a models file.
 
     Exit status: 0 when every model succeeded, 1 when any failed (the others are
@@ -164,8 +168,12 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
     specs, notes = _usage(lambda: read_models_file(models_file))
     for note in notes:
         click.echo(f"note: {printable(note)}", err=True)
+    if device == "cuda" and not no_merge_check:
+        from .merge import select_device
+
+        _usage(lambda: select_device(device))
     study = Study(merge_check=not no_merge_check, device=device, trust_remote_code=trust_remote_code,
-                  memory=memory, **_study_matrix(ranks, methods, matrix_file, scenarios))
+                  memory=memory, merge_budget=merge_budget, **_study_matrix(ranks, methods, matrix_file, scenarios))
     with _interruptible(out):
         with showing(len(specs), sys.stderr, enabled=not quiet and sys.stderr.isatty()) as display:
             result = run(specs, study, notes, display.hooks(), jobs=jobs or os.cpu_count() or 1)

@@ -238,7 +238,7 @@ class CountLine:
 class MergeCheck:
     """The merge_and_unload verification on real tensors (status "not_run" until it runs)."""
 
-    status: str  # passed, failed, skipped, not_run
+    status: str  # passed, failed, skipped, not_run, error (it started but could not finish)
     passed: bool | None = None
     max_abs_diff: float | None = None
     tolerance: float | None = None
@@ -247,6 +247,7 @@ class MergeCheck:
     dtype: str = ""
     params_after_merge: int | None = None
     note: str = ""
+    lora_effect: float | None = None  # max |adapted - base| logits: how far the LoRA moved them (non-vacuity)
 
 
 @dataclass(frozen=True)

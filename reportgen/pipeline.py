@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
+from typing import Any
 
 from . import data
 from .data import (
@@ -43,6 +44,7 @@ class Study:
     device: str = "auto"
     trust_remote_code: bool = False
     memory: MemoryAssumptions = MemoryAssumptions()
+    merge_budget: float | None = None  # GB the merge check may use; None: the device's default
 
 
 @dataclass
@@ -152,9 +154,11 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
         explanation = count_lines(model, reference, resolved.config)
     with _stage(spec.text, "memory"):
         memory = memory_rows(info, rows, tuple(cells), shape, study.memory, study.ranks)
-    merge = MergeCheck(status="not_run", note="the merge check is not implemented yet")
-    if not study.merge_check:
-        merge = MergeCheck(status="skipped", note="skipped: --no-merge-check was given")
+    merge, merged_printout = MergeCheck(status="skipped", note="skipped: --no-merge-check was given"), ""
+    if study.merge_check:
+        progress.on_stage(spec.text, "merge")
+        with _stage(spec.text, "merge"):
+            merge, merged_printout = _merge_check(config, reference_rows, study)
     return ModelReport(
         slug=slug,
         model=info,
@@ -163,7 +167,7 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
         ranks=study.ranks,
         scenarios=scenarios,
         peft_reference=reference,
-        printouts=Printouts(base=base_printout, peft=peft_printout),
+        printouts=Printouts(base=base_printout, peft=peft_printout, merged=merged_printout),
         merge_check=merge,
         environment=environment(),
         memory=memory,
@@ -171,6 +175,15 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
         methods=tuple(variant.name for variant in study.variants),
         explanation=explanation,
     )
+
+
+def _merge_check(config: Any, reference_rows: tuple[data.ModuleRow, ...], study: Study) -> tuple[MergeCheck, str]:
+    """The merge check on the walk-through's targets (q, k, v, o; all-linear where the model has none)."""
+    from .merge import GB, check_merge
+
+    targets = tuple(row.peft_target for row in reference_rows) or ("all-linear",)
+    budget = None if study.merge_budget is None else int(study.merge_budget * GB)
+    return check_merge(config, targets, study.device, budget, study.trust_remote_code)
 
 
 @contextlib.contextmanager
