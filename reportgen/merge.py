@@ -275,9 +275,9 @@ def structure_problems(merged: nn.Module, base: _Snapshot) -> list[str]:
     if lora:
         problems.append(f"{len(lora)} LoRA module(s) or weight(s) remain (first: {lora[0]})")
     classes = module_classes(merged)
-    changed = sorted(set(classes.items()) ^ set(base.classes.items()))
+    changed = sorted({name for name, _ in set(classes.items()) ^ set(base.classes.items())})
     if changed:
-        name, _ = changed[0]
+        name = changed[0]
         problems.append(
             f"{len(changed)} module(s) differ from the base model's classes "
             f"(first: '{name}' is {classes.get(name, type(None)).__name__}, "
