@@ -11,10 +11,11 @@ count, module classes and tied embeddings, and no LoRA module left.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -57,8 +58,8 @@ LORA_SCALE = 0.08
 # merged paths round differently (W x + s B A x against (W + s B A) x), a few
 # dozen ulps over a deep stack; 1e-4 (~840 ulps) leaves room and still catches a
 # wrong merge, which moves the logits by the order of the LoRA effect itself.
-# bf16: the merged weight is rounded to 8 bits of mantissa, so a percent-level
-# difference is expected.
+# bf16 (not a default, see merge_dtype): the merged weight is rounded to 8 bits
+# of mantissa, so a percent-level difference is expected.
 RELATIVE_TOLERANCE: dict[torch.dtype, float] = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
 # The LoRA must move the logits by at least this many tolerances, or the check proves nothing.
 MIN_EFFECT_TOLERANCES = 10.0
@@ -83,10 +84,29 @@ def select_device(requested: str) -> str:
 
 
 def merge_dtype(device: str) -> torch.dtype:
-    """fp32 on CPU (exact enough to be strict, and fast there); bf16 on a GPU that supports it."""
-    if device == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
+    """fp32 on CPU and on GPU.
+
+    bf16 works for dense models (see RELATIVE_TOLERANCE, and the ``dtype`` seam of
+    check_merge), but in a mixture of experts the bf16 rounding of the merged weight
+    can flip a router's top-k choice for a token, which moves its logits by far more
+    than any rounding tolerance; fp32 keeps the check strict on every family, and a
+    GPU has the memory for it (the budget is half of it).
+    """
     return torch.float32
+
+
+@contextlib.contextmanager
+def strict_fp32(device: str) -> Iterator[None]:
+    """fp32 matmuls in full precision on CUDA (no TF32) for the duration of the block."""
+    if device != "cuda":
+        yield
+        return
+    saved = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(saved)
 
 
 def default_budget_bytes(device: str) -> int:
@@ -316,7 +336,8 @@ def check_merge(
             note=f"skipped: too large for the budget: {_sizes(chosen, dtype_name)}",
         ), ""
     try:
-        return _run(chosen, targets, device, dtype, merge, trust_remote_code)
+        with strict_fp32(device):
+            return _run(chosen, targets, device, dtype, merge, trust_remote_code)
     except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
         # The check did not complete: say so, never call it passed (an out-of-memory error lands here too).
         return MergeCheck(

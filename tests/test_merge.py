@@ -31,9 +31,11 @@ LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_att
 FAMILIES: dict[str, tuple[dict[str, object], tuple[str, ...]]] = {
     "llama": (LLAMA, QKVO),
     "qwen2": (dict(LLAMA, tie_word_embeddings=False), ("all-linear",)),
-    "gpt2": (dict(n_embd=64, n_layer=2, n_head=4, vocab_size=256, n_positions=64), ("c_attn", "attn.c_proj")),
+    "gpt2": (dict(n_embd=64, n_layer=2, n_head=4, vocab_size=256, n_positions=64, bos_token_id=0, eos_token_id=0),
+             ("c_attn", "attn.c_proj")),
     "gemma2": (dict(LLAMA, num_hidden_layers=4, head_dim=16), QKVO),
-    "phi3": (dict(LLAMA, tie_word_embeddings=False, pad_token_id=0), ("qkv_proj", "o_proj")),
+    "phi3": (dict(LLAMA, tie_word_embeddings=False, pad_token_id=0, bos_token_id=0, eos_token_id=0),
+             ("qkv_proj", "o_proj")),
     "mixtral": (dict(LLAMA, tie_word_embeddings=False, num_local_experts=4, num_experts_per_tok=2), QKVO),
 }
 
@@ -181,8 +183,9 @@ def test_gemma2_replica_runs() -> None:
 
 
 @pytest.mark.parametrize("wrong_merge", [None, _drop_adapter])
-def test_bf16_path_of_the_gpu_runs_on_cpu(wrong_merge: Callable[[PeftModel], nn.Module] | None) -> None:
-    # The GPU uses bf16 with a looser tolerance; the same code runs here on CPU, and still catches a wrong merge.
+def test_bf16_on_a_dense_model(wrong_merge: Callable[[PeftModel], nn.Module] | None) -> None:
+    # bf16 is not a default (see merge_dtype), but its looser tolerance still passes a right merge
+    # and catches a wrong one.
     kwargs = {"merge": wrong_merge} if wrong_merge else {}
     check, _ = check_merge(tiny("llama"), QKVO, device="cpu", dtype=torch.bfloat16, **kwargs)
     assert check.dtype == "bfloat16"
@@ -199,14 +202,19 @@ def test_device_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     assert merge.default_budget_bytes("cpu") == 8 * 1024**3
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: type("P", (), {"total_memory": 80 * 1024**3}))
     assert merge.select_device("auto") == "cuda"
     assert merge.select_device("cuda") == "cuda"
-    assert merge.merge_dtype("cuda") is torch.bfloat16
-    assert merge.default_budget_bytes("cuda") == 40 * 1024**3
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     assert merge.merge_dtype("cuda") is torch.float32
+    assert merge.default_budget_bytes("cuda") == 40 * 1024**3
+    saved = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")  # a user's TF32 setting, restored after the check
+    try:
+        with merge.strict_fp32("cuda"):
+            assert torch.get_float32_matmul_precision() == "highest"
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(saved)
 
 
 def _models_file(tmp_path: Path) -> Path:
