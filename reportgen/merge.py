@@ -69,7 +69,8 @@ Merge = Callable[[PeftModel], nn.Module]
 
 def merge_and_unload(peft_model: PeftModel) -> nn.Module:
     """PEFT's own merge (the default; tests pass a deliberately wrong one)."""
-    return peft_model.merge_and_unload()
+    merged: nn.Module = peft_model.merge_and_unload()
+    return merged
 
 
 def select_device(requested: str) -> str:
@@ -222,7 +223,9 @@ def materialise(
         warnings.simplefilter("ignore")
         # Parameters on meta, buffers (rotary inv_freq, ...) computed for real.
         with init_empty_weights(include_buffers=False):
-            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+            model: PreTrainedModel = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+                config, trust_remote_code=trust_remote_code
+            )
     model.tie_weights()  # tie on meta, so a tied head is allocated once, not filled twice
     made: dict[int, nn.Parameter] = {}
     for module in model.modules():
@@ -249,7 +252,8 @@ def fixed_batch(vocab_size: int, device: str) -> torch.Tensor:
 @torch.inference_mode()
 def logits(model: nn.Module, ids: torch.Tensor, **kwargs: object) -> torch.Tensor:
     """The model's logits for the batch, in fp32."""
-    return model(input_ids=ids, use_cache=False, **kwargs).logits.float()
+    out: torch.Tensor = model(input_ids=ids, use_cache=False, **kwargs).logits.float()
+    return out
 
 
 def base_and_adapted_logits(peft_model: PeftModel, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
