@@ -238,8 +238,11 @@ def materialise(
                 filler.fill(real, WEIGHT_SCALE, shift)
                 made[id(param)] = real
             module._parameters[name] = made[id(param)]
-    model.to(device)  # the buffers; parameters are already there
-    model.eval()
+    for module in model.modules():  # the buffers (rotary inv_freq, ...); the parameters are already there
+        for name, buffer in list(module._buffers.items()):
+            if buffer is not None:
+                module._buffers[name] = buffer.to(device)
+    model.eval()  # type: ignore[no-untyped-call]
     return model
 
 
