@@ -269,3 +269,14 @@ def test_device_cuda_without_a_gpu_is_a_usage_error(tmp_path: Path, monkeypatch:
     result = CliRunner().invoke(cli, ["report", "--models", str(_models_file(tmp_path)), "--device", "cuda"])
     assert result.exit_code == 2
     assert "--device cuda: torch sees no CUDA device here" in result.output
+
+
+def test_a_check_that_cannot_finish_is_an_error_never_a_pass() -> None:
+    def out_of_memory(peft_model: PeftModel) -> nn.Module:
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    check, printout = check_merge(tiny("llama"), QKVO, device="cpu", merge=out_of_memory)
+    assert check.status == "error"
+    assert check.passed is None and check.max_abs_diff is None
+    assert check.note == "the merge check could not run: RuntimeError: CUDA out of memory (simulated)"
+    assert printout == ""
