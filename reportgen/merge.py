@@ -118,7 +118,7 @@ def default_budget_bytes(device: str) -> int:
 
 
 @dataclass(frozen=True)
-class Plan:
+class MergePlan:
     """What will be materialised: the whole model, a replica, or nothing, and why."""
 
     kind: str  # whole, replica, skipped
@@ -172,19 +172,21 @@ def estimate_bytes(model: nn.Module, dtype: torch.dtype, vocab_size: int) -> int
     return weights + weights // 20 + logits + RUNTIME_BYTES
 
 
-def plan(config: PretrainedConfig, dtype: torch.dtype, budget_bytes: int, trust_remote_code: bool = False) -> Plan:
+def plan_materialisation(
+    config: PretrainedConfig, dtype: torch.dtype, budget_bytes: int, trust_remote_code: bool = False
+) -> MergePlan:
     """The whole model if it fits the budget, else the largest replica of up to REPLICA_LAYERS, else nothing."""
     total = num_layers(config)
     whole = estimate_bytes(build_meta_model(config, trust_remote_code), dtype, config.vocab_size)
     if whole <= budget_bytes:
-        return Plan("whole", config, total, total, whole, whole, budget_bytes)
+        return MergePlan("whole", config, total, total, whole, whole, budget_bytes)
     needed = whole
     for layers in range(min(REPLICA_LAYERS, total - 1), 0, -1):
         replica = replica_config(config, layers)
         needed = estimate_bytes(build_meta_model(replica, trust_remote_code), dtype, config.vocab_size)
         if needed <= budget_bytes:
-            return Plan("replica", replica, num_layers(replica), total, needed, whole, budget_bytes)
-    return Plan("skipped", config, 0, total, needed, whole, budget_bytes)
+            return MergePlan("replica", replica, num_layers(replica), total, needed, whole, budget_bytes)
+    return MergePlan("skipped", config, 0, total, needed, whole, budget_bytes)
 
 
 class PatternFill:
@@ -340,7 +342,7 @@ def check_merge(
     device = select_device(device)
     dtype = dtype or merge_dtype(device)
     budget = default_budget_bytes(device) if budget_bytes is None else budget_bytes
-    chosen = plan(config, dtype, budget, trust_remote_code)
+    chosen = plan_materialisation(config, dtype, budget, trust_remote_code)
     dtype_name = str(dtype).removeprefix("torch.")
     if chosen.kind == "skipped":
         return MergeCheck(
@@ -363,7 +365,7 @@ def check_merge(
 
 
 def _run(
-    chosen: Plan, targets: Sequence[str], device: str, dtype: torch.dtype, merge: Merge, trust_remote_code: bool
+    chosen: MergePlan, targets: Sequence[str], device: str, dtype: torch.dtype, merge: Merge, trust_remote_code: bool
 ) -> tuple[MergeCheck, str]:
     """Materialise, adapt, merge, compare: the check itself."""
     filler = PatternFill(device, dtype)
@@ -421,7 +423,7 @@ def _adapt(model: PreTrainedModel, targets: Sequence[str], filler: PatternFill) 
     return peft_model
 
 
-def _materialised(chosen: Plan, targets: Sequence[str], dtype_name: str) -> str:
+def _materialised(chosen: MergePlan, targets: Sequence[str], dtype_name: str) -> str:
     """What was built, in words, with its numbers."""
     lora = f"LoRA r={RANK}, alpha={ALPHA} on {', '.join(targets)}"
     weights = f"random weights (seeded pattern), {dtype_name}"
@@ -434,7 +436,7 @@ def _materialised(chosen: Plan, targets: Sequence[str], dtype_name: str) -> str:
     )
 
 
-def _sizes(chosen: Plan, dtype_name: str) -> str:
+def _sizes(chosen: MergePlan, dtype_name: str) -> str:
     """The numbers behind a skip."""
     return (
         f"the whole model needs ~{chosen.whole_bytes / GB:.1f} GB and a 1-layer replica ~{chosen.needed_bytes / GB:.1f} GB "

@@ -158,6 +158,7 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
     if study.merge_check:
         progress.on_stage(spec.text, "merge")
         with _stage(spec.text, "merge"):
+            reference_rows = reference_plan.rows if not reference_plan.reason else ()
             merge, merged_printout = _merge_check(config, reference_rows, study)
     return ModelReport(
         slug=slug,
