@@ -45,6 +45,7 @@ class Study:
     trust_remote_code: bool = False
     memory: MemoryAssumptions = MemoryAssumptions()
     merge_budget: float | None = None  # GB the merge check may use; None: the device's default
+    jobs: int = 1  # models analysed at once; the merge budget is shared between them
 
 
 @dataclass
@@ -180,10 +181,14 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
 
 def _merge_check(config: Any, reference_rows: tuple[data.ModuleRow, ...], study: Study) -> tuple[MergeCheck, str]:
     """The merge check on the walk-through's targets (q, k, v, o; all-linear where the model has none)."""
-    from .merge import GB, check_merge
+    from .merge import GB, check_merge, default_budget_bytes, select_device
 
     targets = tuple(row.peft_target for row in reference_rows) or ("all-linear",)
-    budget = None if study.merge_budget is None else int(study.merge_budget * GB)
+    if study.merge_budget is not None:
+        budget = int(study.merge_budget * GB)
+    else:
+        budget = default_budget_bytes(select_device(study.device))
+    budget //= study.jobs  # models checked at the same time share the memory
     return check_merge(config, targets, study.device, budget, study.trust_remote_code)
 
 
@@ -210,7 +215,8 @@ def run(
     progress = progress or Progress()
     slugs = unique_slugs([spec.text for spec in specs])
     if jobs > 1 and len(specs) > 1:
-        outcomes = _run_parallel(specs, slugs, study, progress, jobs)
+        jobs = min(jobs, len(specs))
+        outcomes = _run_parallel(specs, slugs, dataclasses.replace(study, jobs=jobs), progress, jobs)
     else:
         if specs:
             progress.on_stage(specs[0].text, "loading torch, transformers and peft")
@@ -265,7 +271,6 @@ def _run_parallel(
     import os
     from concurrent.futures import ProcessPoolExecutor
 
-    jobs = min(jobs, len(specs))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     # Fork is safe here: this process has not imported torch (the workers do).
     context = multiprocessing.get_context("fork")

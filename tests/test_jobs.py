@@ -43,3 +43,14 @@ def test_jobs_zero_means_one_per_core_through_the_cli(tmp_path: Path, write_conf
                                       "--ranks", "4", "--no-merge-check", "--quiet"])
     assert result.exit_code == 0, result.output
     assert len(list(out.glob("*/report.json"))) == 2
+
+
+def test_parallel_jobs_share_the_merge_budget(write_config: Callable[..., Path]) -> None:
+    # The check reserves 0.5 GB for the runtime beside the (tiny) weights, so 0.8 GB lets one
+    # model run whole, while two jobs sharing it get 0.4 GB each and must skip, saying so.
+    specs = [ModelSpec(str(write_config("a")), "m:1"), ModelSpec(str(write_config("b")), "m:2")]
+    alone = run(specs, Study(ranks=(4,), merge_budget=0.8), jobs=1)
+    assert [r.merge_check.status for r in alone.reports] == ["passed", "passed"]
+    shared = run(specs, Study(ranks=(4,), merge_budget=0.8), jobs=2)
+    assert [r.merge_check.status for r in shared.reports] == ["skipped", "skipped"]
+    assert "budget" in shared.reports[0].merge_check.note

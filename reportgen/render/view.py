@@ -34,6 +34,7 @@ MEMORY_CHARTS = ("memory.svg",)
 MERGE_HEADLINES = {
     "passed": "passed",
     "failed": "FAILED",
+    "error": "ERROR: the check could not finish",
     "skipped": "skipped",
     "not_run": "not run",
 }
@@ -350,9 +351,10 @@ def merge_fields(check: MergeCheck) -> tuple[Field, ...]:
     """The merge check's recorded fields, as label and text, leaving out the empty ones."""
     values: list[tuple[str, object]] = [
         ("status", MERGE_HEADLINES.get(check.status, check.status)),
-        ("logits equal within tolerance", check.passed),
+        ("passed (logits, structure, parameter count, tied weights)", check.passed),
         ("largest absolute logit difference", check.max_abs_diff),
         ("tolerance", check.tolerance),
+        ("largest logit change the LoRA made (must exceed the tolerance)", check.lora_effect),
         ("materialised", check.materialised),
         ("device", check.device),
         ("dtype", check.dtype),
