@@ -8,6 +8,7 @@ are properties computed here, once, so no template does arithmetic.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,6 +205,28 @@ class Cell:
     def trainable_millions(self) -> float | None:
         count = self.peft_trainable if self.peft_trainable is not None else self.formula_trainable
         return None if count is None else millions(count)
+
+    @property
+    def over_target(self) -> bool:
+        """Whether the adapter is larger than the weights it adapts (r*(m+n) > m*n on a small matrix)."""
+        return self.percent_of_targeted is not None and self.percent_of_targeted > 100
+
+    @property
+    def rank_stabilised(self) -> bool:
+        """Whether the cell uses rsLoRA's scaling alpha/sqrt(r)."""
+        return ("use_rslora", "True") in self.options
+
+    @property
+    def alpha(self) -> float | None:
+        """The alpha behind the scaling: scaling*sqrt(r) with rsLoRA, else scaling*r (None without scaling)."""
+        if self.scaling is None:
+            return None
+        return self.scaling * (math.sqrt(self.rank) if self.rank_stabilised else self.rank)
+
+    @property
+    def plain_scaling(self) -> float | None:
+        """alpha/r: the scaling plain LoRA would use with the same alpha."""
+        return None if self.alpha is None else self.alpha / self.rank
 
 
 @dataclass(frozen=True)
@@ -474,6 +497,11 @@ class ModelReport:
     def largest_module(self) -> ModuleRow:
         """The module type with the largest single weight matrix (the first such in table order)."""
         return max(self.modules, key=lambda row: row.matrix_params)
+
+    @property
+    def primary_method(self) -> str:
+        """The method the scenario and per-module tables, the charts and the index quote: the study's first."""
+        return self.methods[0] if self.methods else "lora"
 
     @property
     def mismatches(self) -> tuple[Cell, ...]:

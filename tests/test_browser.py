@@ -63,7 +63,8 @@ def test_report_page_renders_offline(browser: Any, site: Path) -> None:
     module_rows = page.locator("#modules tbody tr")
     assert module_rows.count() == 7
     assert module_rows.first.locator("td").nth(4).inner_text() == f"{2048 * 2048 * 16:,}"
-    assert page.locator("table").count() == 6  # modules, scenarios, per module, and the three memory tables
+    # count explanation, modules, scenarios, per module, the three memory tables (one method: no side by side)
+    assert page.locator("table").count() == 7
     # Charts: four inline SVG charts and the diagram, each laid out at a real size.
     figures = page.locator(".figure.chart svg")
     assert figures.count() == 4

@@ -73,8 +73,9 @@ def test_page_shows_the_walk_through_numbers(site: dict[str, str], name: str) ->
 
 def test_markdown_tables_are_real_tables(site: dict[str, str]) -> None:
     html = markdown.markdown(site["report.md"], extensions=["tables"])
-    # headline, model card, modules, scenarios, per module, memory headline, memory totals, assumptions
-    assert html.count("<table>") == 8
+    # headline, model card, count explanation, modules, scenarios, per module, memory headline, memory totals,
+    # assumptions (one method: no side-by-side methods table)
+    assert html.count("<table>") == 9
     left, right = '<td style="text-align: left;">', '<td style="text-align: right;">'
     assert f"{left}<code>q_proj</code></td>\n{right}16</td>\n{right}{Q_R8:,} ✓ PEFT</td>" in html
     assert '<img alt="' in html and 'src="params_by_module.svg"' in html

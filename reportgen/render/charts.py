@@ -152,7 +152,8 @@ def cross_model_chart(result: RunResult) -> ChartData:
     for index, rank in enumerate(result.ranks):
         values = []
         for report in reports:
-            cell = report.cell(headline_scenario(report), rank) if rank in report.ranks else None
+            cell = (report.cell(headline_scenario(report), rank, report.primary_method)
+                    if rank in report.ranks else None)
             values.append(float(cell.formula_trainable or 0) if cell is not None else 0.0)
         series.append(Series(f"r={rank}", tuple(values), OKABE_ITO[index % len(OKABE_ITO)]))
     return ChartData(

@@ -11,6 +11,7 @@ import jinja2
 import reportgen
 
 from ..data import human_bytes, human_count
+from .compare import method_title
 
 TEMPLATES = Path(reportgen.__file__).parent.parent / "templates"
 
@@ -42,12 +43,17 @@ def gb(value: int | None) -> str:
     return "-" if value is None else human_bytes(value)
 
 
+def signed(value: int) -> str:
+    """A difference with its sign and thousands separators: +12,582,912, -42,467,328, 0."""
+    return f"{value:+,}" if value else "0"
+
+
 def yes_no(value: bool) -> str:
     return "yes" if value else "no"
 
 
 FILTERS: dict[str, Callable[..., str]] = {"count": count, "pct": pct, "mega": mega, "human": human, "gb": gb,
-                                            "yes_no": yes_no}
+                                            "yes_no": yes_no, "signed": signed, "method": method_title}
 
 
 def environment(html: bool, finalize: Callable[[Any], Any] | None = None) -> jinja2.Environment:

@@ -25,8 +25,9 @@ from ..data import (
     human_bytes,
     percent,
 )
+from .compare import PEFT_TITLES, MethodsView, method_title as peft_method_title, methods_view
 
-METHOD_TITLES = {"full": "Full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
+METHOD_TITLES = {"full": "Full fine-tuning", "qlora": "QLoRA", **PEFT_TITLES}
 GPU_SIZES_GIB = MemoryAssumptions().gpu_sizes_gib  # the GPU sizes each memory row is marked against
 MODULE_CHARTS = ("params_by_module.svg",)
 MEMORY_CHARTS = ("memory.svg",)
@@ -225,6 +226,18 @@ class ReportView:
     merge_fields: tuple[Field, ...]
     charts: tuple[ChartRef, ...]
     memory: MemoryView
+    methods: MethodsView
+
+    @property
+    def method_title(self) -> str:
+        """The method the scenario and per-module tables show (the study's first)."""
+        return peft_method_title(self.report.primary_method)
+
+    @property
+    def over_target(self) -> tuple[Cell, ...]:
+        """Cells of the scenario and per-module tables whose adapter outgrows the weights it adapts (over 100 %)."""
+        rows = [row.cells for row in self.scenario_rows] + [row.cells for row in self.module_lora_rows]
+        return tuple(cell for cells in rows for cell in cells if cell.over_target)
 
     @property
     def module_charts(self) -> tuple[ChartRef, ...]:
@@ -308,13 +321,25 @@ class IndexView:
         return next((row.memory_setting for row in self.rows if row.memory_setting), "")
 
     @property
+    def mismatched(self) -> tuple[IndexRow, ...]:
+        """The models where the closed form and PEFT disagree somewhere."""
+        return tuple(row for row in self.rows if row.report.mismatches)
+
+    @property
+    def method_titles(self) -> tuple[str, ...]:
+        """The study's methods (the same for every model of a run); the first is the one the table quotes."""
+        names = self.rows[0].report.methods if self.rows else ()
+        return tuple(peft_method_title(name) for name in names)
+
+    @property
     def failure_colspan(self) -> int:
         """Columns a failure's error spans: parameters, one per rank, memory, PEFT check, merge check."""
         return 4 + len(self.result.ranks)
 
 
 def _cells_by_rank(report: ModelReport, scenario: str) -> tuple[Cell, ...]:
-    return tuple(report.cell(scenario, rank) for rank in report.ranks)
+    """One scenario's cells of the study's first method, in rank order (never another method's)."""
+    return tuple(report.cell(scenario, rank, report.primary_method) for rank in report.ranks)
 
 
 def _is_single_module(scenario: Scenario, report: ModelReport) -> bool:
@@ -384,6 +409,7 @@ def report_view(report: ModelReport, charts: tuple[ChartRef, ...] = ()) -> Repor
         merge_fields=merge_fields(report.merge_check),
         charts=charts,
         memory=memory_view(report),
+        methods=methods_view(report),
     )
 
 
