@@ -176,8 +176,9 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
                   memory=memory, merge_budget=merge_budget, **_study_matrix(ranks, methods, matrix_file, scenarios))
     with _interruptible(out):
         with showing(len(specs), sys.stderr, enabled=not quiet and sys.stderr.isatty()) as display:
-            result = run(specs, study, notes, display.hooks(), jobs=jobs or os.cpu_count() or 1)
-        _write(result, out)
+            jobs = jobs or os.cpu_count() or 1
+            result = run(specs, study, notes, display.hooks(), jobs=jobs)
+        _write(result, out, jobs)
     if not quiet:
         click.echo(summary_table(result, display.seconds), nl=False)
         click.echo(f"wrote {len(result.reports)} model report(s) to {out}/ (index: {out / 'index.html'})")
@@ -186,14 +187,14 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
     sys.exit(0 if result.ok else 1)
 
 
-def _write(result: RunResult, out: Path) -> None:
+def _write(result: RunResult, out: Path, jobs: int = 1) -> None:
     """Write the site, after clearing temporary files an earlier, killed run left behind."""
     from .output import remove_stale_temporaries
     from .render.site import write_site
 
     try:
         remove_stale_temporaries(out, older_than=time.time())
-        write_site(result, out)
+        write_site(result, out, jobs)
     except ReportgenError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:

@@ -12,6 +12,7 @@ from typing import Any
 
 from peft import IA3Config, LoHaConfig, LoKrConfig, LoraConfig, PeftConfig, PeftModel, VeraConfig, get_peft_model
 from transformers import PreTrainedModel
+from transformers.initialization import no_init_weights
 
 from . import data
 from .data import Cell, PeftReference
@@ -69,7 +70,11 @@ def adapted(model: PreTrainedModel, config: PeftConfig) -> Iterator[PeftModel]:
     """
     if not hasattr(model, "prepare_inputs_for_generation"):
         config.task_type = None  # a base model (AutoModel fallback) has no causal-LM wrapper in PEFT
-    with warnings.catch_warnings():
+    # LoRA's adapter weights live on the meta device, so their random initialisation is wasted work:
+    # transformers' no_init_weights skips it (counts and structure unchanged). Not for the other
+    # methods: VeRA, for one, uses what its init functions return.
+    skip_init = no_init_weights() if isinstance(config, LoraConfig) else contextlib.nullcontext()
+    with warnings.catch_warnings(), skip_init:
         warnings.simplefilter("ignore")
         peft_model = get_peft_model(model, config, low_cpu_mem_usage=True)
     try:

@@ -214,14 +214,15 @@ def run(
     """
     progress = progress or Progress()
     slugs = unique_slugs([spec.text for spec in specs])
+    if specs:
+        progress.on_stage(specs[0].text, "loading torch, transformers and peft")
+        with _stage("all models", "loading torch, transformers and peft"):
+            # Loaded once here: the first model's time is then its own, and forked workers start warm.
+            from . import peft_count  # noqa: F401
     if jobs > 1 and len(specs) > 1:
         jobs = min(jobs, len(specs))
         outcomes = _run_parallel(specs, slugs, dataclasses.replace(study, jobs=jobs), progress, jobs)
     else:
-        if specs:
-            progress.on_stage(specs[0].text, "loading torch, transformers and peft")
-            with _stage("all models", "loading torch, transformers and peft"):
-                from . import peft_count  # noqa: F401  (the first model's time is then its own)
         outcomes = []
         for spec, slug in zip(specs, slugs):
             progress.on_model_start(spec.text)
@@ -272,7 +273,8 @@ def _run_parallel(
     from concurrent.futures import ProcessPoolExecutor
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    # Fork is safe here: this process has not imported torch (the workers do).
+    # Fork: the workers inherit the loaded libraries; this process has run no tensor computation,
+    # so no thread pool is forked half-initialised.
     context = multiprocessing.get_context("fork")
     level = logging.getLogger("reportgen").getEffectiveLevel()
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init, initargs=(threads, level)) as pool:

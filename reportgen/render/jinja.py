@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,12 @@ FILTERS: dict[str, Callable[..., str]] = {"count": count, "pct": pct, "mega": me
                                             "yes_no": yes_no, "signed": signed, "method": method_title}
 
 
+@functools.lru_cache(maxsize=None)
 def environment(html: bool, finalize: Callable[[Any], Any] | None = None) -> jinja2.Environment:
-    """A strict environment over templates/: HTML templates autoescaped, Markdown ones given finalize."""
+    """A strict environment over templates/: HTML templates autoescaped, Markdown ones given finalize.
+
+    One environment per kind for the whole process, so each template is compiled once.
+    """
     if not TEMPLATES.is_dir():
         raise FileNotFoundError(f"reportgen's templates folder is missing: {TEMPLATES}")
     env = jinja2.Environment(
