@@ -85,12 +85,20 @@ def adapted(model: PreTrainedModel, config: PeftConfig) -> Iterator[PeftModel]:
             param.requires_grad_(True)
 
 
-def count_cell(model: PreTrainedModel, cell: Cell, plan: Plan, variant: Variant) -> Cell:
-    """The cell with PEFT's trainable count beside the formula's, and its status."""
+def count_cell(
+    model: PreTrainedModel, cell: Cell, plan: Plan, variant: Variant, counted: int | None = None
+) -> Cell:
+    """The cell with PEFT's trainable count beside the formula's, and its status.
+
+    ``counted`` is PEFT's count from a run that already applied this very config
+    (the walk-through's reference step), so PEFT is not asked twice.
+    """
     if cell.formula_trainable is None:
         return cell
-    with adapted(model, peft_config(variant, plan, cell.rank)) as peft_model:
-        trainable, _ = peft_model.get_nb_trainable_parameters()
+    trainable = counted
+    if trainable is None:
+        with adapted(model, peft_config(variant, plan, cell.rank)) as peft_model:
+            trainable, _ = peft_model.get_nb_trainable_parameters()
     status = data.OK if trainable == cell.formula_trainable else data.MISMATCH
     note = cell.note
     if status == data.MISMATCH:

@@ -140,18 +140,22 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
     facts = model_facts(model, info.total_params, study.variants)
     with _stage(spec.text, "peft"):
         progress.on_cells(len(study.variants) * len(scenarios) * len(study.ranks))
+        # The walk-through's PEFT step targets q, k, v and o at r=16 (lora_alpha 32 = 2r, as every cell).
+        qkvo, lora = SEED_SCENARIOS[1], BUILTIN_VARIANTS["lora"]
+        _, reference_plan = formula_cell(qkvo, 16, lora, rows, facts)
+        reference, peft_printout = (None, "")
+        if reference_plan.rows and not reference_plan.reason:
+            reference, peft_printout = reference_step(model, reference_plan)
         # One meta model serves every cell: PEFT wraps it, counts, and unload() hands it back.
         for variant in study.variants:
             for scenario in scenarios:
                 for rank in study.ranks:
                     cell, plan = formula_cell(scenario, rank, variant, rows, facts)
-                    cells.append(count_cell(model, cell, plan, variant))
+                    # The reference step is PEFT applied to this same cell (its dropout adds no parameter).
+                    same = reference is not None and (scenario, rank, variant) == (qkvo, 16, lora)
+                    counted = reference.trainable_params if same and reference is not None else None
+                    cells.append(count_cell(model, cell, plan, variant, counted))
                     progress.on_cell()
-        # The walk-through's PEFT step targets q, k, v and o at r=16.
-        _, reference_plan = formula_cell(SEED_SCENARIOS[1], 16, BUILTIN_VARIANTS["lora"], rows, facts)
-        reference, peft_printout = (None, "")
-        if reference_plan.rows and not reference_plan.reason:
-            reference, peft_printout = reference_step(model, reference_plan)
         explanation = count_lines(model, reference, resolved.config)
     with _stage(spec.text, "memory"):
         memory = memory_rows(info, rows, tuple(cells), shape, study.memory, study.ranks)
