@@ -9,28 +9,17 @@ import pytest
 from reportgen.pipeline import Study, analyse_spec
 from reportgen.resolve import ModelSpec, catalog_ids
 from tests.families import study_report, write_config
+from tests.test_published_totals import PUBLISHED_TOTALS
 from reportgen.methods import BUILTIN_VARIANTS
 
-# Published totals, copied from /work/shared/model-configs/PUBLISHED_TOTALS.md (the Hugging Face safetensors
-# totals; SOURCES.md explains gpt2's 12 causal-mask buffers of 1024x1024 and falcon-7b's lm_head stored
-# separately although tied).
-PUBLISHED = {
-    "HuggingFaceTB/SmolLM2-135M-Instruct": 134_515_008,
-    "Qwen/Qwen2.5-0.5B-Instruct": 494_032_768,
-    "Qwen/Qwen2.5-7B-Instruct": 7_615_616_512,
-    "Qwen/Qwen3-8B": 8_190_735_360,
-    "google/gemma-2-2b-it": 2_614_341_888,
-    "meta-llama/Llama-3.1-405B": 405_853_388_800,
-    "meta-llama/Llama-3.1-8B-Instruct": 8_030_261_248,
-    "meta-llama/Llama-3.2-1B-Instruct": 1_235_814_400,
-    "meta-llama/Llama-3.2-3B-Instruct": 3_212_749_824,
-    "microsoft/Phi-3-mini-4k-instruct": 3_821_079_552,
-    "mistralai/Mistral-7B-Instruct-v0.3": 7_248_023_552,
-    "mistralai/Mixtral-8x7B-v0.1": 46_702_792_704,
-    "openai-community/gpt2": 137_022_720,  # checkpoint tensor total; module parameters 124,439,808
-    "tiiuae/falcon-7b": 7_217_189_760,  # checkpoint tensor total; unique parameters 6,921,720,704
+# Checkpoint tensor totals: PUBLISHED_TOTALS.md's figures, where the checkpoint stores more than the module
+# parameters (its notes and SOURCES.md: gpt2's 12 causal-mask buffers of 1024x1024, falcon-7b's tied lm_head stored
+# separately) the checkpoint's own total.
+PUBLISHED = PUBLISHED_TOTALS | {
+    "openai-community/gpt2": 137_022_720,
+    "tiiuae/falcon-7b": 7_217_189_760,
 }
-UNIQUE = {"openai-community/gpt2": 124_439_808, "tiiuae/falcon-7b": 6_921_720_704}
+UNIQUE = {model: PUBLISHED_TOTALS[model] for model in ("openai-community/gpt2", "tiiuae/falcon-7b")}
 
 
 def lines(model_id: str) -> dict[str, int]:
