@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,14 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
+MISSING = "Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium; .ci/run does it)"
+if not CHROMIUM.exists() and os.environ.get("REPORTGEN_REQUIRE_BROWSER"):
+    # CI sets this: there, a missing browser is a failure, never a quiet skip.
+    raise RuntimeError(MISSING)
+
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium "
-                       "(apt-get install chromium; .ci/run does it)"),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=MISSING),
 ]
 
 
