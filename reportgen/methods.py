@@ -308,7 +308,8 @@ def layer_trainable(variant: Variant, row: ModuleRow, rank: int) -> int:
     """One layer's trainables of one module type at this (effective) rank."""
     out_features, in_features = row.shape
     if variant.method == LORA:
-        count = rank * row.experts * (out_features + in_features)
+        # A fused (experts, out, in) parameter gets one A of (r * experts, in) and one B of (out, r * experts).
+        count = data.lora_matrix_params(out_features, in_features, rank * row.experts)
         if variant.get("use_dora"):
             count += out_features  # DoRA's magnitude vector, one per output feature
         if variant.get("lora_bias"):
