@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from .data import BASE_DTYPES, OPTIMIZERS, MemoryAssumptions, RunResult, Scenario
+from .data import BASE_DTYPES, OPTIMIZERS, MemoryAssumptions, Scenario
 from .errors import ReportgenError, UsageError
 
 RANK = re.compile(r"^[0-9]+$")  # ASCII digits only: str.isdigit() also accepts "²"
@@ -160,8 +160,10 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
         reportgen report --models models.txt --out reports --ranks 4,8,16,64 \\
             --scenario attn_mlp=q_proj,v_proj,down_proj
     """
+    from .output import remove_stale_temporaries
     from .pipeline import Study, run
     from .progress import configure_logging, printable, showing, summary_table
+    from .render.site import write_index, write_model
     from .resolve import read_models_file
 
     configure_logging(sys.stderr, quiet, verbose)
@@ -174,11 +176,13 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
         _usage(lambda: select_device(device))
     study = Study(merge_check=not no_merge_check, device=device, trust_remote_code=trust_remote_code,
                   memory=memory, merge_budget=merge_budget, **_study_matrix(ranks, methods, matrix_file, scenarios))
-    with _interruptible(out):
+    with _interruptible(out), _writing(out):
+        remove_stale_temporaries(out, older_than=time.time())
         with showing(len(specs), sys.stderr, enabled=not quiet and sys.stderr.isatty()) as display:
-            jobs = jobs or os.cpu_count() or 1
-            result = run(specs, study, notes, display.hooks(), jobs=jobs)
-        _write(result, out, jobs)
+            # Each model's folder is written by the process that analysed it, as soon as it is done.
+            result = run(specs, study, notes, display.hooks(), jobs=jobs or os.cpu_count() or 1,
+                         finish=functools.partial(write_model, out=out))
+        write_index(result, out)
     if not quiet:
         click.echo(summary_table(result, display.seconds), nl=False)
         click.echo(f"wrote {len(result.reports)} model report(s) to {out}/ (index: {out / 'index.html'})")
@@ -187,14 +191,11 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
     sys.exit(0 if result.ok else 1)
 
 
-def _write(result: RunResult, out: Path, jobs: int = 1) -> None:
-    """Write the site, after clearing temporary files an earlier, killed run left behind."""
-    from .output import remove_stale_temporaries
-    from .render.site import write_site
-
+@contextlib.contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """A file that cannot be written becomes a one-line error naming the output folder."""
     try:
-        remove_stale_temporaries(out, older_than=time.time())
-        write_site(result, out, jobs)
+        yield
     except ReportgenError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:

@@ -11,6 +11,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from peft import IA3Config, LoHaConfig, LoKrConfig, LoraConfig, PeftConfig, PeftModel, VeraConfig, get_peft_model
+from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils.other import AuxiliaryTrainingWrapper
+from torch import nn
 from transformers import PreTrainedModel
 from transformers.initialization import no_init_weights
 
@@ -64,25 +67,50 @@ def peft_config(variant: Variant, plan: Plan, rank: int, dropout: float = 0.0, a
 def adapted(model: PreTrainedModel, config: PeftConfig) -> Iterator[PeftModel]:
     """The model wrapped by PEFT for the duration of the block, then unwrapped again.
 
-    The meta model is built once per model and reused: ``unload()`` removes the
-    LoRA layers and hands back the base model, which is much cheaper than building
-    a fresh one for every cell.
+    The meta model is built once per model and reused: every PEFT layer is put
+    back to the module it wraps afterwards, and the block raises if the model is
+    then not exactly the one it was (the same parameter objects under the same names).
     """
     if not hasattr(model, "prepare_inputs_for_generation"):
         config.task_type = None  # a base model (AutoModel fallback) has no causal-LM wrapper in PEFT
+    before = dict(model.named_parameters())
     # LoRA's adapter weights live on the meta device, so their random initialisation is wasted work:
     # transformers' no_init_weights skips it (counts and structure unchanged). Not for the other
-    # methods: VeRA, for one, uses what its init functions return.
+    # methods: VeRA, for one, uses what its init functions return. Casting the adapter weights to
+    # float32 (autocast_adapter_dtype) changes no count either, and costs a walk over every module.
     skip_init = no_init_weights() if isinstance(config, LoraConfig) else contextlib.nullcontext()
     with warnings.catch_warnings(), skip_init:
         warnings.simplefilter("ignore")
-        peft_model = get_peft_model(model, config, low_cpu_mem_usage=True)
+        peft_model = get_peft_model(model, config, low_cpu_mem_usage=True, autocast_adapter_dtype=False)
     try:
         yield peft_model
     finally:
-        peft_model.unload()
-        for param in model.parameters():
+        _unwrap(model)
+        if hasattr(model, "peft_config"):
+            del model.peft_config
+        after = dict(model.named_parameters())
+        if after.keys() != before.keys() or any(after[name] is not param for name, param in before.items()):
+            raise AssertionError(f"the meta model was not restored after PEFT's {type(config).__name__}")
+        for param in after.values():
             param.requires_grad_(True)
+
+
+def _unwrap(parent: nn.Module) -> None:
+    """Put back, under parent, every module PEFT wrapped, as it was before.
+
+    Not PEFT's unload(): it visits every module of the model and looks each one up
+    again from the root (over a quarter of the time of a count), and it hands back
+    the trained copy of a modules_to_save module, which unties a tied lm_head from
+    the embeddings. Here each PEFT layer gives back its base layer, and each
+    modules_to_save wrapper its original module.
+    """
+    for name, child in list(parent.named_children()):
+        if isinstance(child, AuxiliaryTrainingWrapper):
+            setattr(parent, name, child.original_module)
+        elif isinstance(child, BaseTunerLayer):
+            setattr(parent, name, child.get_base_layer())
+        else:
+            _unwrap(child)
 
 
 def count_cell(

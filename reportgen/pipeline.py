@@ -210,11 +210,15 @@ def run(
     notes: Sequence[str] = (),
     progress: Progress | None = None,
     jobs: int = 1,
+    finish: Callable[[ModelReport], object] | None = None,
 ) -> RunResult:
     """Every model's report, in models-file order; a model that fails is kept as a failure, never a crash.
 
     With ``jobs`` > 1 the models are spread over that many worker processes
     (each model's analysis is independent); the order of the result is the same.
+    ``finish`` is called on each model's report as soon as it is ready, in the
+    process that analysed it: the CLI writes the model's pages there, so that
+    writing them overlaps the other models' analyses. What it raises is raised here.
     """
     progress = progress or Progress()
     slugs = unique_slugs([spec.text for spec in specs])
@@ -225,12 +229,12 @@ def run(
             from . import peft_count  # noqa: F401
     if jobs > 1 and len(specs) > 1:
         jobs = min(jobs, len(specs))
-        outcomes = _run_parallel(specs, slugs, dataclasses.replace(study, jobs=jobs), progress, jobs)
+        outcomes = _run_parallel(specs, slugs, dataclasses.replace(study, jobs=jobs), progress, jobs, finish)
     else:
         outcomes = []
         for spec, slug in zip(specs, slugs):
             progress.on_model_start(spec.text)
-            outcome, seconds = _analyse_one(spec, slug, study, progress)
+            outcome, seconds = _analyse_one(spec, slug, study, progress, finish)
             progress.on_model_end(spec.text, isinstance(outcome, ModelReport), seconds)
             outcomes.append(outcome)
     return RunResult(
@@ -243,9 +247,16 @@ def run(
 
 
 def _analyse_one(
-    spec: ModelSpec, slug: str, study: Study, progress: Progress | None = None
+    spec: ModelSpec,
+    slug: str,
+    study: Study,
+    progress: Progress | None = None,
+    finish: Callable[[ModelReport], object] | None = None,
 ) -> tuple[ModelReport | ModelFailure, float]:
-    """One model's report, or its failure line (never an exception), and the seconds it took."""
+    """One model's report, or its failure line, and the seconds its analysis took; then ``finish`` on a report.
+
+    Only ``finish`` may raise: a model's own problem is its failure line, never an exception.
+    """
     start = time.perf_counter()
     outcome: ModelReport | ModelFailure
     try:
@@ -257,7 +268,13 @@ def _analyse_one(
         outcome = _failure(
             spec, slug, f"unexpected {type(exc).__name__}: {exc} (run with --verbose for the traceback)"
         )
-    return outcome, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    if finish is not None and isinstance(outcome, ModelReport):
+        if progress is not None:
+            progress.on_stage(spec.text, "write")
+        with _stage(spec.text, "write"):
+            finish(outcome)
+    return outcome, seconds
 
 
 def _worker_init(threads: int, level: int) -> None:
@@ -269,7 +286,12 @@ def _worker_init(threads: int, level: int) -> None:
 
 
 def _run_parallel(
-    specs: Sequence[ModelSpec], slugs: Sequence[str], study: Study, progress: Progress, jobs: int
+    specs: Sequence[ModelSpec],
+    slugs: Sequence[str],
+    study: Study,
+    progress: Progress,
+    jobs: int,
+    finish: Callable[[ModelReport], object] | None,
 ) -> list[ModelReport | ModelFailure]:
     """The models spread over worker processes; progress advances as each model finishes."""
     import multiprocessing
@@ -282,13 +304,17 @@ def _run_parallel(
     context = multiprocessing.get_context("fork")
     level = logging.getLogger("reportgen").getEffectiveLevel()
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init, initargs=(threads, level)) as pool:
-        futures = [pool.submit(_analyse_one, spec, slug, study) for spec, slug in zip(specs, slugs)]
+        futures = [pool.submit(_analyse_one, spec, slug, study, None, finish) for spec, slug in zip(specs, slugs)]
         outcomes: list[ModelReport | ModelFailure] = []
-        for spec, future in zip(specs, futures):
-            progress.on_model_start(spec.text)
-            outcome, seconds = future.result()
-            progress.on_model_end(spec.text, isinstance(outcome, ModelReport), seconds)
-            outcomes.append(outcome)
+        try:
+            for spec, future in zip(specs, futures):
+                progress.on_model_start(spec.text)
+                outcome, seconds = future.result()
+                progress.on_model_end(spec.text, isinstance(outcome, ModelReport), seconds)
+                outcomes.append(outcome)
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # a write failed or Ctrl-C: start no other model
+            raise
     return outcomes
 
 

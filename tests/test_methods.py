@@ -129,3 +129,35 @@ def test_unknown_methods_and_options_are_usage_errors() -> None:
         make_variant("x", "ia3", {"use_dora": True})
     with pytest.raises(UsageError, match="bias must be one of"):
         make_variant("x", "lora", {"bias": "some"})
+
+
+def test_counting_leaves_the_meta_model_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    from peft import LoraConfig
+
+    from reportgen import peft_count
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model("gpt2", **FAMILIES["gpt2"]))
+    printout, parameters = repr(model), dict(model.named_parameters())
+    # modules_to_save on GPT-2's lm_head, which is tied to the token embeddings: PEFT trains a copy of it.
+    config = LoraConfig(r=3, target_modules=["c_attn"], modules_to_save=["lm_head"], bias="all")
+    with peft_count.adapted(model, config) as peft_model:
+        assert type(model.lm_head).__name__ == "ModulesToSaveWrapper"
+        trainable, _ = peft_model.get_nb_trainable_parameters()
+    # GPT-2 (shrunken): c_attn A and B, every bias, and the lm_head copy (vocab x hidden).
+    hidden, layers, vocab = FAMILIES["gpt2"]["n_embd"], FAMILIES["gpt2"]["n_layer"], FAMILIES["gpt2"]["vocab_size"]
+    # bias="all": per block ln_1 (h), c_attn (3h), attn.c_proj (h), ln_2 (h), c_fc (4h), mlp.c_proj (h); then ln_f.
+    biases = layers * 11 * hidden + hidden
+    assert trainable == layers * 3 * (hidden + 3 * hidden) + biases + vocab * hidden
+    assert repr(model) == printout
+    assert model.lm_head.weight is model.transformer.wte.weight  # still tied
+    after = dict(model.named_parameters())
+    assert after.keys() == parameters.keys() and all(after[name] is p for name, p in parameters.items())
+    assert all(p.requires_grad for p in after.values())
+    assert not hasattr(model, "peft_config")
+
+    # A restore that leaves PEFT's layers in place is caught, never counted on.
+    monkeypatch.setattr(peft_count, "_unwrap", lambda parent: None)
+    with pytest.raises(AssertionError, match="not restored"):
+        with peft_count.adapted(model, LoraConfig(r=3, target_modules=["c_attn"])):
+            pass

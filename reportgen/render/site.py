@@ -25,30 +25,27 @@ def model_files(report: ModelReport) -> list[tuple[str, str]]:
     return files
 
 
-def _rendered(reports: tuple[ModelReport, ...], jobs: int) -> list[list[tuple[str, str]]]:
-    """Every model's files, rendered in up to jobs processes (charts dominate the time)."""
-    if jobs <= 1 or len(reports) <= 1:
-        return [model_files(report) for report in reports]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    # Fork: rendering imports no torch, and the reports travel back as plain strings.
-    with ProcessPoolExecutor(min(jobs, len(reports)), mp_context=multiprocessing.get_context("fork")) as pool:
-        return list(pool.map(model_files, reports))
+def write_model(report: ModelReport, out: Path) -> list[Path]:
+    """Write one model's folder under out; returns the files written."""
+    return [write_file(out, relative, content) for relative, content in model_files(report)]
 
 
-def write_site(result: RunResult, out: Path, jobs: int = 1) -> list[Path]:
-    """Write every report and the index under out; returns the files written."""
-    written = [
-        write_file(out, relative, content)
-        for files in _rendered(result.reports, jobs)
-        for relative, content in files
-    ]
+def write_index(result: RunResult, out: Path) -> list[Path]:
+    """Write the index pages, the cross-model chart and summary.md under out; returns the files written."""
     charts = index_charts(result)
-    for chart in charts:
-        written.append(write_file(out, chart.filename, chart.svg))
+    written = [write_file(out, chart.filename, chart.svg) for chart in charts]
     written.append(write_file(out, "index.json", index_json(result)))
     written.append(write_file(out, "index.md", index_markdown(result, charts)))
     written.append(write_file(out, "summary.md", summary_markdown(result)))
     written.append(write_file(out, "index.html", index_html(result, charts)))
     return written
+
+
+def write_site(result: RunResult, out: Path) -> list[Path]:
+    """Write every report and then the index under out; returns the files written.
+
+    (``reportgen report`` writes each model's folder as soon as that model is
+    analysed, with ``write_model``, and the index once all are done.)
+    """
+    written = [path for report in result.reports for path in write_model(report, out)]
+    return written + write_index(result, out)
