@@ -226,3 +226,20 @@ def test_a_missing_or_empty_models_file_is_a_usage_error(tmp_path: Path, content
     assert result.exit_code == 2
     assert result.stderr == f"{USAGE}Error: {error.format(models=models)}\n"
     assert not out.exists()
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_an_output_folder_that_cannot_be_written_is_one_line(
+    tmp_path: Path, write_config: Callable[..., Path], jobs: str
+) -> None:
+    models = tmp_path / "models.txt"
+    models.write_text(f"{write_config('one')}\n{write_config('two')}\n")
+    out = tmp_path / "taken"
+    out.write_text("a file where the output folder should be")
+    # With --jobs 2 the worker process that analysed a model writes its folder: its error reaches the user too.
+    result = CliRunner().invoke(cli, ["report", "--models", str(models), "--out", str(out), "--jobs", jobs,
+                                      "--no-merge-check", "--quiet"], prog_name="reportgen")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: cannot write the report to {out}: ")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert out.read_text() == "a file where the output folder should be"
