@@ -30,15 +30,16 @@ WALKTHROUGH_MODELS = (
 LLAMA_1B = "meta-llama/Llama-3.2-1B-Instruct"
 LLAMA_405B = "meta-llama/Llama-3.1-405B"
 
-# One model through reportgen's analysis: resolve, meta build, module table, every default cell counted by PEFT.
-# It prints the seconds of the analysis itself, after the libraries are imported.
+# One model through reportgen's analysis: resolve, meta build, module table, every default cell counted by PEFT
+# (on one process per core, as `reportgen inspect MODEL --jobs 0` does). It prints the seconds of the analysis
+# itself, after the libraries are imported.
 ANALYSE = """
-import sys, time
+import os, sys, time
 import reportgen.peft_count
 from reportgen.pipeline import Study, analyse_spec
 from reportgen.resolve import ModelSpec
 start = time.perf_counter()
-report = analyse_spec(ModelSpec(sys.argv[1], "bench"), "bench", Study(merge_check=False))
+report = analyse_spec(ModelSpec(sys.argv[1], "bench"), "bench", Study(merge_check=False, cell_jobs=os.cpu_count()))
 assert report.all_confirmed, "formula and PEFT disagree"
 print(time.perf_counter() - start)
 """
@@ -237,6 +238,8 @@ def main() -> None:
     lines += [
         "",
         "## Per model: analysis with PEFT counts of every default cell",
+        "",
+        "The cells are counted on one process per core, as `reportgen inspect MODEL --jobs 0` does.",
         "",
         "| model | analysis (s) | process, imports included (s) | peak RSS (MB) |",
         "|---|---:|---:|---:|",

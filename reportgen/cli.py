@@ -50,6 +50,12 @@ def _scenarios(ctx: click.Context, param: click.Parameter, value: tuple[str, ...
     return tuple(scenarios)
 
 
+jobs_option = click.option(
+    "-j", "--jobs", type=click.IntRange(min=0), default=1, show_default=True,
+    help="Processes to use; 0 means one per CPU core. Models are analysed at once, each in its own "
+         "process; a single model's PEFT counts are spread over them instead.")
+
+
 def study_options(func: Any) -> Any:
     """The options every analysing command shares."""
     options = [
@@ -142,8 +148,7 @@ def cli() -> None:
               help="Memory the merge check may use, in GB [default: 8 on CPU, half the GPU's memory on CUDA]. "
                    "A model over it is checked as a replica with fewer layers, or skipped when even that is over.")
 @click.option("--no-merge-check", is_flag=True, help="Skip the merge_and_unload check on real tensors.")
-@click.option("-j", "--jobs", type=click.IntRange(min=0), default=1, show_default=True,
-              help="Models analysed at once, each in its own process; 0 means one per CPU core.")
+@jobs_option
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Log the time of each stage of each model.")
 def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tuple[Scenario, ...],
@@ -223,8 +228,9 @@ def _interruptible(out: Path) -> Iterator[None]:
 @click.argument("model")
 @study_options
 @memory_options
+@jobs_option
 def inspect(model: str, ranks: tuple[int, ...], scenarios: tuple[Scenario, ...], methods: str | None,
-            matrix_file: Path | None, trust_remote_code: bool, memory: MemoryAssumptions) -> None:
+            matrix_file: Path | None, trust_remote_code: bool, memory: MemoryAssumptions, jobs: int) -> None:
     """Print one model's module table, LoRA cells, PEFT check and training memory in the terminal.
 
     MODEL is a hub id (bundled ones work offline), a model folder or a config.json.
@@ -234,13 +240,14 @@ def inspect(model: str, ranks: tuple[int, ...], scenarios: tuple[Scenario, ...],
         reportgen inspect meta-llama/Llama-3.2-1B-Instruct --ranks 8,16
         reportgen inspect meta-llama/Llama-3.1-8B-Instruct --seq-len 4096 --optimizer adamw-8bit
         reportgen inspect openai-community/gpt2 --methods lora,dora,vera --matrix study.toml
+        reportgen inspect meta-llama/Llama-3.1-405B --jobs 0
     """
     from .pipeline import Study, analyse_spec
     from .render.terminal import render
     from .resolve import ModelSpec
 
     study = Study(merge_check=False, trust_remote_code=trust_remote_code, memory=memory,
-                  **_study_matrix(ranks, methods, matrix_file, scenarios))
+                  cell_jobs=jobs or os.cpu_count() or 1, **_study_matrix(ranks, methods, matrix_file, scenarios))
     try:
         result = analyse_spec(ModelSpec(text=model, origin="command line"), "inspect", study)
     except ReportgenError as exc:

@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import io
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from typing import Any
 
@@ -135,6 +135,51 @@ def count_cell(
             f"{cell.formula_trainable:,} (difference {trainable - cell.formula_trainable:+,})"
         )
     return dataclasses.replace(cell, peft_trainable=trainable, status=status, note=note)
+
+
+# One model's cells to count, handed to forked workers by inheritance (a meta model does not pickle cheaply).
+_SHARED: tuple[PreTrainedModel, list[tuple[Cell, Plan, Variant, int | None]]] | None = None
+
+
+def count_cells(
+    model: PreTrainedModel,
+    todo: list[tuple[Cell, Plan, Variant, int | None]],
+    workers: int = 1,
+    on_cell: Callable[[], object] = lambda: None,
+) -> list[Cell]:
+    """count_cell for every (cell, plan, variant, counted), in order; on ``workers`` forked processes if > 1.
+
+    Each worker is a fork of this process, with its own copy of the meta model
+    for PEFT to wrap; only the counted cells travel back.
+    """
+    if workers <= 1 or len(todo) <= 1:
+        counted = []
+        for job in todo:
+            counted.append(count_cell(model, *job))
+            on_cell()
+        return counted
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    global _SHARED
+    _SHARED = (model, todo)
+    try:
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = {pool.submit(_count_shared, index): index for index in range(len(todo))}
+            results: dict[int, Cell] = {}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                on_cell()
+    finally:
+        _SHARED = None
+    return [results[index] for index in range(len(todo))]
+
+
+def _count_shared(index: int) -> Cell:
+    """In a forked worker: count one of the cells count_cells shared."""
+    assert _SHARED is not None, "count_cells shares its cells before it forks"
+    model, todo = _SHARED
+    return count_cell(model, *todo[index])
 
 
 def reference_step(model: PreTrainedModel, plan: Plan) -> tuple[PeftReference, str]:

@@ -46,6 +46,7 @@ class Study:
     memory: MemoryAssumptions = MemoryAssumptions()
     merge_budget: float | None = None  # GB the merge check may use; None: the device's default
     jobs: int = 1  # models analysed at once; the merge budget is shared between them
+    cell_jobs: int = 1  # processes counting one model's cells with PEFT (a run of a single model)
 
 
 @dataclass
@@ -114,7 +115,7 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
     from .memory import memory_rows, memory_shape
     from .explain import count_lines
     from .methods import BUILTIN_VARIANTS, formula_cell, model_facts
-    from .peft_count import count_cell, reference_step
+    from .peft_count import count_cells, reference_step
     from .roles import dimensions
 
     progress = progress or Progress()
@@ -136,7 +137,6 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
         base_printout = repr(model)
         shape = memory_shape(info, rows, config, dims.num_experts)
     progress.on_stage(spec.text, "peft")
-    cells: list[data.Cell] = []
     facts = model_facts(model, info.total_params, study.variants)
     with _stage(spec.text, "peft"):
         progress.on_cells(len(study.variants) * len(scenarios) * len(study.ranks))
@@ -146,7 +146,8 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
         reference, peft_printout = (None, "")
         if reference_plan.rows and not reference_plan.reason:
             reference, peft_printout = reference_step(model, reference_plan)
-        # One meta model serves every cell: PEFT wraps it, counts, and unload() hands it back.
+        # One meta model serves every cell: PEFT wraps it, counts, and it is restored.
+        todo = []
         for variant in study.variants:
             for scenario in scenarios:
                 for rank in study.ranks:
@@ -154,8 +155,8 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
                     # The reference step is PEFT applied to this same cell (its dropout adds no parameter).
                     same = reference is not None and (scenario, rank, variant) == (qkvo, 16, lora)
                     counted = reference.trainable_params if same and reference is not None else None
-                    cells.append(count_cell(model, cell, plan, variant, counted))
-                    progress.on_cell()
+                    todo.append((cell, plan, variant, counted))
+        cells = count_cells(model, todo, study.cell_jobs, progress.on_cell)
         explanation = count_lines(model, reference, resolved.config)
     with _stage(spec.text, "memory"):
         memory = memory_rows(info, rows, tuple(cells), shape, study.memory, study.ranks)
@@ -216,6 +217,7 @@ def run(
 
     With ``jobs`` > 1 the models are spread over that many worker processes
     (each model's analysis is independent); the order of the result is the same.
+    A single model's cells are spread over the processes instead.
     ``finish`` is called on each model's report as soon as it is ready, in the
     process that analysed it: the CLI writes the model's pages there, so that
     writing them overlaps the other models' analyses. What it raises is raised here.
@@ -231,6 +233,10 @@ def run(
         jobs = min(jobs, len(specs))
         outcomes = _run_parallel(specs, slugs, dataclasses.replace(study, jobs=jobs), progress, jobs, finish)
     else:
+        if jobs > 1:
+            # One model: its cells are counted on that many processes instead. (Forked before this
+            # process has run any tensor computation: its own merge check comes after the counts.)
+            study = dataclasses.replace(study, cell_jobs=jobs)
         outcomes = []
         for spec, slug in zip(specs, slugs):
             progress.on_model_start(spec.text)

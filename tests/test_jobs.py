@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from reportgen.data import ModelFailure, ModelReport, to_jsonable
 from reportgen.pipeline import Progress, Study, run
 from reportgen.resolve import ModelSpec
@@ -54,3 +56,40 @@ def test_parallel_jobs_share_the_merge_budget(write_config: Callable[..., Path])
     shared = run(specs, Study(ranks=(4,), merge_budget=0.8), jobs=2)
     assert [r.merge_check.status for r in shared.reports] == ["skipped", "skipped"]
     assert "budget" in shared.reports[0].merge_check.note
+
+
+def test_a_single_model_spreads_its_cells_over_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+    import os
+
+    from reportgen import peft_count
+
+    specs = [ModelSpec("openai-community/gpt2", "models.txt:1")]
+    study = Study(ranks=(4, 8), merge_check=False)
+    serial = run(specs, study)
+    counted: list[int] = []
+    parallel = run(specs, study, progress=Progress(on_cell=lambda: counted.append(1)), jobs=2)
+    assert to_jsonable(parallel) == to_jsonable(serial)
+    assert len(counted) == len(parallel.reports[0].cells)  # the progress bar still moves cell by cell
+    # GPT-2 c_attn: 12 layers x r x (768 + 2304), by hand.
+    assert [parallel.reports[0].cell("c_attn", r).peft_trainable for r in (4, 8)] == [12 * r * 3072 for r in (4, 8)]
+
+    # The counts really come from other processes, and in the cells' own order.
+    real = peft_count.count_cell
+    monkeypatch.setattr(peft_count, "count_cell", lambda *job: dataclasses.replace(real(*job), note=str(os.getpid())))
+    report = run(specs, study, jobs=2).reports[0]
+    assert os.getpid() not in {int(cell.note) for cell in report.cells}
+    assert [(c.scenario, c.rank, c.peft_trainable) for c in report.cells] == [
+        (c.scenario, c.rank, c.peft_trainable) for c in serial.reports[0].cells]
+
+
+def test_inspect_takes_jobs() -> None:
+    from click.testing import CliRunner
+
+    from reportgen.cli import cli
+
+    one, two = (CliRunner().invoke(cli, ["inspect", "openai-community/gpt2", "--ranks", "4", "--jobs", jobs])
+                for jobs in ("1", "2"))
+    assert one.exit_code == two.exit_code == 0, two.output
+    assert one.output == two.output
+    assert f"{12 * 4 * 3072:,}" in two.output  # c_attn at r=4, by hand
