@@ -135,17 +135,28 @@ def test_totals_order_and_gpu_fit(llama: ModelReport) -> None:
         )
 
 
-def test_activations_with_checkpointing_by_hand(llama: ModelReport) -> None:
-    s, b = 2048, 1  # the defaults
-    lora = headline(llama, "lora")
+def activations_by_hand(adapted_matrices: int, rank: int = 16) -> int:
+    """Llama-3.1-8B's activations at the defaults (sequence 2048, batch 1, checkpointing), written out."""
+    s, b = 2048, 1
     layer_inputs = L * 2 * s * b * H  # 16-bit input of every layer
     # One layer recomputed, 16-bit: norm input, qkv input, q, k, v, o input; scores and softmax (no dropout).
     attention = 2 * s * b * (H + H + HEADS * D + KV * D + KV * D + HEADS * D) + 2 * 2 * HEADS * s * s * b
     mlp = 2 * s * b * (H + H + 4 * I)  # norm input, gate/up input, gate, up, act(gate), product
-    lora_xa = 4 * s * b * 16 * 7  # fp32 x*A of the seven adapted matrices, r = 16
+    lora_xa = 4 * s * b * rank * adapted_matrices  # fp32 x*A of the adapted matrices of the recomputed layer
     logits = 4 * s * b * V
-    assert lora.activation_bytes == layer_inputs + attention + mlp + lora_xa + logits
-    assert headline(llama, "full").activation_bytes == layer_inputs + attention + mlp + logits
+    return layer_inputs + attention + mlp + lora_xa + logits
+
+
+def test_activations_with_checkpointing_by_hand(llama: ModelReport) -> None:
+    assert headline(llama, "lora").activation_bytes == activations_by_hand(adapted_matrices=7)
+    assert headline(llama, "full").activation_bytes == activations_by_hand(adapted_matrices=0)
+
+
+def test_lora_total_by_hand(llama: ModelReport) -> None:
+    trainable = 41_943_040
+    # bf16 frozen weights; fp32 adapter weights, gradients (4 bytes each) and AdamW m and v (8); activations.
+    expected = 2 * LLAMA_8B_PARAMS + (4 + 4 + 8) * trainable + activations_by_hand(adapted_matrices=7)
+    assert headline(llama, "lora").total_bytes == expected
 
 
 def test_cross_check_weights_with_accelerate(llama: ModelReport) -> None:
