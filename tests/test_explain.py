@@ -56,3 +56,22 @@ def test_bnb_4bit_count_halves_the_quantized_weights(tmp_path: Path) -> None:
 @pytest.mark.parametrize("model_id", catalog_ids())
 def test_every_bundled_checkpoint_total_is_published(model_id: str) -> None:
     assert lines(model_id)["checkpoint tensor total"] == PUBLISHED[model_id]
+
+
+def test_the_terminal_table_reads_from_the_left() -> None:
+    from reportgen.render.terminal import render
+
+    report = analyse_spec(ModelSpec(text="openai-community/gpt2", origin="test"), "test",
+                          Study(ranks=(8,), merge_check=False))
+    printed = render(report)
+    section = printed.split("Why the counts differ\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert section[0].split() == ["count", "parameters", "difference", "why"]
+    # One row per way of counting, label first and reason last, both whole and left-aligned; no trailing blanks.
+    assert len(section) == 1 + len(report.explanation)
+    starts = set()
+    for row, line in zip(section[1:], report.explanation):
+        assert row.startswith(line.label) and row.endswith(line.why)
+        assert f"{line.count:,}" in row
+        starts.add(row.index(line.why))
+    assert len(starts) == 1
+    assert all(row == row.rstrip() for row in section)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 
 from ..data import ModelReport
@@ -91,6 +93,12 @@ def explanation_table(report: ModelReport) -> pd.DataFrame:
     )
 
 
+def _left(column: pd.Series) -> Callable[[object], str]:
+    """A to_string formatter that left-aligns a text column."""
+    width = int(column.astype(str).str.len().max())
+    return lambda value: str(value).ljust(width)
+
+
 def memory_lines(report: ModelReport) -> list[str]:
     """The memory table and every assumption behind it."""
     if not report.memory_headline:
@@ -124,8 +132,12 @@ def render(report: ModelReport) -> str:
         lines += ["", f"!!! {len(report.mismatches)} cell(s) where the closed form and PEFT DISAGREE:"]
         lines += [f"!!!   {c.scenario} {c.method} r={c.rank}: {c.note}" for c in report.mismatches]
     if report.explanation:
+        table = explanation_table(report)
+        # Text reads from the left: the label and the reason are left-aligned, the numbers right-aligned.
+        left = {column: _left(table[column]) for column in ("count", "why")}
         with pd.option_context("display.max_colwidth", 200):
-            lines += ["", "Why the counts differ", explanation_table(report).to_string(index=False)]
+            text = table.to_string(index=False, formatters=left, justify="left")
+            lines += ["", "Why the counts differ", *(line.rstrip() for line in text.splitlines())]
     if report.peft_reference is not None:
         lines += ["", f"PEFT, {report.peft_reference.config}:", "  " + report.peft_reference.summary_line]
     lines += memory_lines(report)
