@@ -153,7 +153,7 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
                 for rank in study.ranks:
                     cell, plan = formula_cell(scenario, rank, variant, rows, facts)
                     # The reference step is PEFT applied to this same cell (its dropout adds no parameter).
-                    same = reference is not None and (scenario, rank, variant) == (qkvo, 16, lora)
+                    same = (scenario, rank, variant) == (qkvo, 16, lora)
                     counted = reference.trainable_params if same and reference is not None else None
                     todo.append((cell, plan, variant, counted))
         cells = count_cells(model, todo, study.cell_jobs, progress.on_cell)

@@ -85,6 +85,10 @@ def test_inspect_methods_option_and_its_errors(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["inspect", str(config), "--methods", "lora,vera", "--ranks", "8"])
     assert result.exit_code == 0, result.output
     assert "vera" in result.output and "Why the counts differ" in result.output
+    # VeRA trains per adapted matrix only its scaling vectors: d (r) and b (out). Shrunken GPT-2 (hidden 64,
+    # 2 layers), c_attn (out 192) alone: 2 layers x (8 + 192).
+    vera_c_attn = [line for line in result.output.splitlines() if line.split()[:2] == ["c_attn", "vera"]]
+    assert vera_c_attn and f"{2 * (8 + 192):,}" in vera_c_attn[0].split()
     bad = CliRunner().invoke(cli, ["inspect", str(config), "--methods", "lorra"])
     assert bad.exit_code == 2
     assert "unknown method 'lorra'" in bad.output

@@ -111,6 +111,15 @@ def test_a_wrong_merge_is_reported_as_failed(wrong_merge: Callable[[PeftModel], 
     assert "differ from the adapted ones" in check.note
 
 
+def test_a_lora_that_does_not_move_the_logits_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Zero adapter weights: merging them changes nothing, so agreement would prove nothing.
+    monkeypatch.setattr(merge, "LORA_SCALE", 0.0)
+    check, _ = check_merge(tiny("llama"), QKVO, device="cpu")
+    assert check.status == "failed" and check.passed is False
+    assert check.lora_effect == 0.0
+    assert "moved the logits by only" in check.note
+
+
 def test_lora_layers_left_in_place_fail_the_structure_check() -> None:
     def merged_but_not_unloaded(peft_model: PeftModel) -> nn.Module:
         peft_model.merge_adapter()  # the logits are right, but the LoRA wrappers stay

@@ -114,6 +114,12 @@ def test_mixtral_all_linear_equals_plain_peft_without_task_type(tmp_path: Path) 
     assert report.cell("all_linear", 12).formula_trainable == peft_model.get_nb_trainable_parameters()[0]
 
 
+def test_lokr_factorization_equals_peft_for_every_width() -> None:
+    from peft.tuners.lokr.layer import factorization as peft_factorization
+
+    assert all(factorization(n) == peft_factorization(n) for n in range(1, 5000))
+
+
 def test_lokr_factorization_matches_peft_examples() -> None:
     # PEFT's docstring: factorization(256) == (16, 16), (128) == (8, 16), (127) == (1, 127), (128, 4) == (4, 32).
     assert factorization(256) == (16, 16)

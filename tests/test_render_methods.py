@@ -229,4 +229,8 @@ def test_a_study_without_lora_renders_its_own_method(tmp_path: Path) -> None:
     text = report_markdown(report)
     assert f"{dora:,} ✓ PEFT" in md_row(text, "| **qkvo**")
     assert "What DoRA trains on LlamaForCausalLM" in text and "Methods side by side" not in text
-    assert re.search(r"How each count is made up", report_html(report))
+    page = " ".join(re.sub(r"<[^>]+>", " ", report_html(report)).split())
+    # The make-up, per layer: A and B plus DoRA's magnitude vector (one per output feature).
+    q, v = rank * (hidden + hidden) + hidden, rank * (hidden + kv) + kv
+    assert (f"qkvo , DoRA, r=8: q_proj {q:,} x 2 + k_proj {v:,} x 2 + v_proj {v:,} x 2 + o_proj {q:,} x 2 "
+            f"= {dora:,}") in page
