@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 from urllib.parse import quote
@@ -49,7 +50,9 @@ def fence(value: object) -> Markup:
     return Markup(f"{ticks}text\n{text}\n{ticks}")
 
 
+@functools.lru_cache(maxsize=None)
 def _environment() -> jinja2.Environment:
+    """The Markdown environment with its filters, set up once."""
     env = environment(html=False, finalize=md_escape)
     env.filters.update({"code": code, "fence": fence, "url": url})
     return env
