@@ -21,12 +21,12 @@ from .data import (
     Environment, MemoryAssumptions, MergeCheck, ModelFailure, ModelReport, Printouts, RunResult, Scenario,
 )
 from .errors import ReportgenError
+from .matrix import DEFAULT_RANKS
 from .methods import DEFAULT_VARIANTS, Variant
 from .resolve import ModelSpec, resolve
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RANKS = (8, 16)
 MAX_SLUG = 80
 HASH_LENGTH = 8
 # Names Windows reserves whatever the extension: a folder called "con" cannot be created there.
