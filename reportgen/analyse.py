@@ -24,17 +24,28 @@ SEED_SCENARIOS: tuple[Scenario, ...] = (
 )
 
 
+# Where a weight lives, from the words of its module path (the output head is found by identity).
+PART_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("vision tower", ("vision", "visual", "image", "vit", "siglip", "clip")),
+    ("audio tower", ("audio", "speech", "sound", "whisper", "acoustic")),
+    ("projector", ("projector", "connector", "mm_proj", "multi_modal", "merger")),
+)
+LANGUAGE_MODEL, HEAD = "language model", "head"
+OUTPUT_HEAD = "output head"  # lm_head itself: not in the module table (all-linear leaves it out), matched by name
+
+
 @dataclass(frozen=True)
 class _Weight:
-    """One targetable weight in one layer: (out, in), its bias, its expert count."""
+    """One adaptable weight of the model: (out, in), its bias, its expert count, where it lives."""
 
-    path: str  # inside the layer, as PEFT keys it: "self_attn.q_proj", "mlp.experts.gate_up_proj"
+    path: str  # inside the layer, as PEFT keys it: "self_attn.q_proj"; outside the blocks, the whole name
     kind: str  # linear, conv1d, experts (a fused 3-D parameter), param (a 2-D weight of another module)
     shape: tuple[int, int]
     bias: int
     experts: int
-    prefix: str  # "model.layers"
-    index: int
+    prefix: str  # "model.layers"; "" outside the repeated blocks
+    index: int | None  # the layer; None outside the repeated blocks
+    part: str
 
     @property
     def module_path(self) -> str:
@@ -51,37 +62,65 @@ def _layer_path(name: str) -> tuple[str, int, str] | None:
     return (name[: match.start()], int(match.group(1)), path) if path else None
 
 
-def _weights(model: nn.Module) -> list[_Weight]:
-    """Every Linear, Conv1D, fused expert parameter and other 2-D weight (a router) inside the repeated blocks."""
+def part_of(name: str, head_names: tuple[str, ...] = ()) -> str:
+    """The part of the model a module lives in: language model, vision tower, audio tower, projector, head."""
+    if any(name == head or name.startswith(head + ".") for head in head_names):
+        return HEAD
+    words = name.lower().split(".")
+    for part, keys in PART_WORDS:
+        if any(key in word for word in words for key in keys):
+            return part
+    return LANGUAGE_MODEL
+
+
+def _head_names(model: nn.Module) -> tuple[str, str]:
+    """The output head's module name and the top-level module holding it ("cls" for BERT's cls.predictions.decoder)."""
+    get_output = getattr(model, "get_output_embeddings", None)
+    head = get_output() if callable(get_output) else None
+    if head is None:
+        return "", ""
+    name = next((name for name, module in model.named_modules() if module is head), "")
+    return name, name.split(".")[0]
+
+
+def _weights(model: nn.Module, output_head: bool = False) -> list[_Weight]:
+    """Every Linear, Conv1D, fused expert parameter and other 2-D weight (a router) of the model, but its output head.
+
+    The output head (lm_head) is what PEFT's all-linear leaves out and what the
+    walk-through's "all linear" leaves out; the rest of its part (BERT's
+    cls.predictions.transform) is kept, as the head.
+    """
+    head, head_root = _head_names(model)
     found: list[_Weight] = []
-    for name, module in model.named_modules():
-        place = _layer_path(name)
-        if place is None:
+    for name, module in model.named_modules():  # a shared module (Zamba's shared block) once, as PEFT sees it
+        if not name or (name == head) != output_head:
             continue
-        prefix, index, path = place
+        place = _layer_path(name)
+        prefix, index, path = place if place is not None else ("", None, name)
+        part = OUTPUT_HEAD if output_head else part_of(name, (head_root,) if head_root and head_root != head else ())
         bias = module.bias.numel() if isinstance(getattr(module, "bias", None), nn.Parameter) else 0
         if isinstance(module, nn.Linear):
-            found.append(_Weight(path, "linear", (module.out_features, module.in_features), bias, 1, prefix, index))
+            found.append(_Weight(path, "linear", (module.out_features, module.in_features), bias, 1, prefix, index, part))
         elif isinstance(module, Conv1D):
             in_features, out_features = module.weight.shape  # Conv1D stores (in_features, out_features)
-            found.append(_Weight(path, "conv1d", (out_features, in_features), bias, 1, prefix, index))
-        elif not isinstance(module, nn.Embedding):
-            found.extend(_parameter_weights(module, path, prefix, index))
+            found.append(_Weight(path, "conv1d", (out_features, in_features), bias, 1, prefix, index, part))
+        elif not isinstance(module, (nn.Embedding, nn.modules.conv._ConvNd, nn.LayerNorm)) and place is not None:
+            found.extend(_parameter_weights(module, path, prefix, index, part))
     return found
 
 
-def _parameter_weights(module: nn.Module, path: str, prefix: str, index: int) -> list[_Weight]:
+def _parameter_weights(module: nn.Module, path: str, prefix: str, index: int | None, part: str) -> list[_Weight]:
     """Fused expert parameters (experts, out, in) and 2-D weights (a router's (experts, hidden)) of a module."""
     transposed = bool(getattr(module, "is_transposed", False))
     found: list[_Weight] = []
     for param_name, param in module.named_parameters(recurse=False):
-        if param.dim() == 3:
+        if param.dim() == 3 and min(param.shape) > 1:  # not RWKV's (1, 1, hidden) mixing coefficients
             experts, first, second = param.shape  # (experts, out, in) unless transposed
             shape = (second, first) if transposed else (first, second)
-            found.append(_Weight(f"{path}.{param_name}", "experts", shape, 0, experts, prefix, index))
+            found.append(_Weight(f"{path}.{param_name}", "experts", shape, 0, experts, prefix, index, part))
         elif param.dim() == 2 and param_name == "weight":
             out_features, in_features = param.shape
-            found.append(_Weight(f"{path}.{param_name}", "param", (out_features, in_features), 0, 1, prefix, index))
+            found.append(_Weight(f"{path}.{param_name}", "param", (out_features, in_features), 0, 1, prefix, index, part))
     return found
 
 
@@ -100,48 +139,69 @@ def _short_tags(paths: list[str]) -> dict[str, str]:
     return tags
 
 
-def module_rows(model: nn.Module, dims: Dimensions) -> tuple[ModuleRow, ...]:
-    """The module table: one row per module type, measured and derived from the config."""
-    by_path: dict[str, list[_Weight]] = defaultdict(list)
-    for weight in _weights(model):
-        by_path[weight.path].append(weight)
-    tags = _short_tags([weights[0].module_path if weights[0].kind == "param" else path
-                        for path, weights in by_path.items()])
+PART_ORDER = (LANGUAGE_MODEL, HEAD, "projector", "vision tower", "audio tower")
+
+
+def module_rows(model: nn.Module, dims: Dimensions, output_head: bool = False) -> tuple[ModuleRow, ...]:
+    """The module table: one row per module type and shape, measured, and derived from the config where a rule says how.
+
+    With ``output_head``, the output head (lm_head) alone instead: a user's scenario
+    may name it, and PEFT's name matching reaches it wherever another module shares its name.
+
+    A row holds the weights of one name (inside the repeated blocks, the name
+    within a block) and one shape in one part of the model; a module type whose
+    layers differ in shape is several rows with the same tag.
+    """
+    groups: dict[tuple[str, str, str, tuple[int, int], str, int], list[_Weight]] = defaultdict(list)
+    for weight in _weights(model, output_head):
+        groups[(weight.part, weight.prefix, weight.path, weight.shape, weight.kind, weight.experts)].append(weight)
+    tags = _short_tags(sorted({_tag_path(weights[0]) for weights in groups.values()}))
+    blocks: dict[str, int] = defaultdict(int)  # the measured number of blocks under each layer prefix
+    for (_, prefix, *_), weights in groups.items():
+        blocks[prefix] = max(blocks[prefix], 1 + max((w.index or 0) for w in weights))
     rows: list[ModuleRow] = []
-    for path, weights in by_path.items():
+    for (part, prefix, path, shape, kind, experts), weights in groups.items():
         first = weights[0]
-        shapes = {w.shape for w in weights}
-        role = role_of(first.module_path if first.kind == "param" else path)
-        tag = tags[first.module_path if first.kind == "param" else path]
-        layers = len(weights)
-        params = sum(w.shape[0] * w.shape[1] * w.experts for w in weights)
-        expected = expected_shape(role, dims)
+        role = role_of(_tag_path(first))
+        tag = tags[_tag_path(first)]
+        indices = tuple(sorted(w.index for w in weights if w.index is not None))
+        expected = expected_shape(role, dims) if part == LANGUAGE_MODEL and prefix else None
         expected_params = None
         if expected is not None:
-            expected_params = expected[0] * expected[1] * first.experts * dims.num_layers
+            # Every block has it: the config's layer count must agree too; a hybrid's few blocks: the shape alone.
+            layers = dims.num_layers if len(indices) == blocks[prefix] else len(indices)
+            expected_params = expected[0] * expected[1] * experts * layers
         rows.append(
             ModuleRow(
                 tag=tag,
                 role=role,
                 group=_group(role, path),
-                kind=first.kind,
-                layers=layers,
-                shape=first.shape if len(shapes) == 1 else max(shapes),
-                params=params,
+                kind=kind,
+                layers=len(weights),
+                shape=shape,
+                params=sum(w.shape[0] * w.shape[1] * w.experts for w in weights),
                 bias_params=sum(w.bias for w in weights),
-                experts=first.experts,
+                experts=experts,
                 expected_shape=expected,
                 expected_params=expected_params,
                 # a 2-D weight of another module is reached through target_parameters, by its parameter name
-                peft_target=f"{tag}.weight" if first.kind == "param" else tag,
+                peft_target=f"{tag}.weight" if kind == "param" else tag,
                 path=path,
-                layer_prefix=first.prefix,
-                layer_indices=tuple(sorted(w.index for w in weights)),
+                layer_prefix=prefix,
+                layer_indices=indices,
+                part=part,
             )
         )
     order = {role: index for index, role in enumerate(ROLE_ORDER)}
-    groups = {"attention": 0, "mlp": 1, "other": 2}
-    return tuple(sorted(rows, key=lambda r: (groups[r.group], order.get(r.role, 99), r.tag)))
+    parts = {part: index for index, part in enumerate(PART_ORDER)}
+    kinds = {"attention": 0, "mlp": 1, "other": 2}
+    return tuple(sorted(rows, key=lambda r: (parts.get(r.part, 9), kinds[r.group], order.get(r.role, 99), r.tag,
+                                             r.layer_prefix, r.shape)))
+
+
+def _tag_path(weight: _Weight) -> str:
+    """The path a row's tag is made from: the module's, for a 2-D weight reached by its parameter name."""
+    return weight.module_path if weight.kind == "param" else weight.path
 
 
 def _group(role: str, path: str) -> str:
@@ -187,5 +247,6 @@ def model_info(
 
 def default_scenarios(rows: tuple[ModuleRow, ...], extra: tuple[Scenario, ...] = ()) -> tuple[Scenario, ...]:
     """The seed's three, then one single-module scenario per module type, then the user's own."""
-    singles = tuple(Scenario(row.tag, (row.tag,), f"{row.tag} alone") for row in rows)
+    tags = dict.fromkeys(row.tag for row in rows)  # a tag several rows share (several shapes, towers) once
+    singles = tuple(Scenario(tag, (tag,), f"{tag} alone") for tag in tags)
     return SEED_SCENARIOS + singles + extra

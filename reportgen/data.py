@@ -111,7 +111,8 @@ class ModuleRow:
     peft_target: str  # the name that selects exactly these modules in PEFT
     path: str = ""  # inside a layer, as PEFT keys it: "self_attn.q_proj", "mlp.experts.gate_up_proj", "mlp.gate.weight"
     layer_prefix: str = ""  # the module list holding the layers: "model.layers", "transformer.h"
-    layer_indices: tuple[int, ...] = ()  # the layers that hold this module
+    layer_indices: tuple[int, ...] = ()  # the layers that hold this module (none outside the repeated blocks)
+    part: str = "language model"  # where it lives: language model, head, projector, vision tower, audio tower
 
     @property
     def experts_label(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class ReportgenError(Exception):
     """A problem with the user's input or environment, with a message to act on."""
@@ -17,3 +19,11 @@ class ResolveError(ReportgenError):
 
 class BuildError(ReportgenError):
     """A config that transformers cannot build into a causal LM."""
+
+
+def one_line(message: str, limit: int = 240) -> str:
+    """A library's message in one line: module printouts folded to their class name, whitespace collapsed, cut."""
+    # A module's repr runs over many lines: "EncoderLayer(\n  (attn): ...\n)" -> "EncoderLayer".
+    message = re.sub(r"(\w+)\(\n.*?\n\)", r"\1", message, flags=re.DOTALL)
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[: limit - 3].rstrip() + "..."

@@ -20,6 +20,7 @@ Closed forms, per adapted weight of shape (m out, n in) at rank r:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Iterable
@@ -30,6 +31,7 @@ from torch import nn
 
 from . import data
 from .data import Cell, ModuleRow, Scenario
+from .roles import ROLE_ORDER
 from .errors import UsageError
 
 ALL_LINEAR = "all-linear"  # PEFT's own shorthand: every Linear/Conv1D but the output head
@@ -139,13 +141,21 @@ def model_facts(model: nn.Module, total_params: int, variants: Iterable[Variant]
 
 @dataclass(frozen=True)
 class Plan:
-    """What PEFT adapts for one cell: module rows, rank and alpha patterns, or why nothing."""
+    """What PEFT adapts for one cell: the names a user writes, the rows and layers they match, or why nothing."""
 
-    rows: tuple[ModuleRow, ...]
+    rows: tuple[ModuleRow, ...]  # every row with at least one adapted weight
     all_linear: bool
     rank_pattern: tuple[tuple[str, int], ...] = ()  # in PEFT's order: the user's, then the fused experts'
     alpha_pattern: tuple[tuple[str, float], ...] = ()
     reason: str = ""  # why the cell is not applicable or matches nothing
+    modules: tuple[str, ...] = ()  # target_modules, as PEFT is given them ("all-linear" aside)
+    parameters: tuple[str, ...] = ()  # target_parameters
+    layers: tuple[tuple[int | None, ...], ...] = ()  # per row: the layers adapted (None: outside the blocks)
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The parts of the model the cell adapts, language model first."""
+        return tuple(dict.fromkeys(row.part for row in self.rows))
 
 
 def _moe_conversion(model_type: str) -> tuple[dict[str, str], dict[str, list[str]]] | None:
@@ -153,9 +163,10 @@ def _moe_conversion(model_type: str) -> tuple[dict[str, str], dict[str, list[str
 
     Under transformers 5, Mixtral-style models keep their experts as fused 3-D
     parameters and the router as a custom module. PEFT's LoRA maps the v4 names
-    that ``all-linear`` used to reach (w1/w3 -> gate_up_proj, w2 -> down_proj,
-    gate -> gate.weight) onto ``target_parameters``, and doubles the rank and
-    alpha of gate_up_proj, which fuses two v4 projections.
+    (w1/w3 -> gate_up_proj, w2 -> down_proj, gate -> gate.weight; on Qwen2-MoE
+    style models gate_proj/up_proj -> gate_up_proj) onto ``target_parameters``,
+    wherever they occur in ``target_modules``, and doubles the rank and alpha of
+    gate_up_proj, which fuses two v4 projections.
     """
     try:
         from peft.utils.transformers_weight_conversion import (  # type: ignore[attr-defined]
@@ -180,55 +191,166 @@ def _leaf(row: ModuleRow) -> str:
     return row.path.split(".")[-1] if row.path else row.tag.split(".")[-1]
 
 
-def full_key(row: ModuleRow, index: int) -> str:
-    """The name PEFT matches patterns against: "model.layers.3.self_attn.q_proj"."""
+def full_key(row: ModuleRow, index: int | None) -> str:
+    """The name PEFT matches patterns against: "model.layers.3.self_attn.q_proj"; a module outside the blocks: its name."""
+    if index is None:
+        return row.path
     return f"{row.layer_prefix}.{index}.{row.path}" if row.layer_prefix else f"{index}.{row.path}"
 
 
-def _all_linear(variant: Variant, rows: tuple[ModuleRow, ...], model_type: str, rank: int, alpha: float) -> Plan:
-    """What PEFT's all-linear adapts: every Linear/Conv1D, and for LoRA on a v5 MoE model the experts and router."""
-    linear = tuple(row for row in rows if row.kind in ("linear", "conv1d"))
+def name_matches(key: str, names: Iterable[str]) -> bool:
+    """PEFT's rule for a list of targets: the key is a name, or ends with "." + a name."""
+    return any(key == name or key.endswith("." + name) for name in names)
+
+
+# PEFT's layers_to_transform reads the layer from the first numbered segment of the key (tuners_utils).
+PEFT_LAYER_INDEX = re.compile(r".*?\.[^.]*\.(?P<idx>\d+)\.")
+
+
+def _in_layers(key: str, wanted: Any) -> bool:
+    """Whether PEFT's layers_to_transform keeps this key (the index it reads from the name is wanted)."""
+    if wanted is None or (isinstance(wanted, list) and not wanted):
+        return True
+    match = PEFT_LAYER_INDEX.match(key)
+    if match is None:
+        return False
+    index = int(match.group("idx"))
+    return index == wanted if isinstance(wanted, int) else index in wanted
+
+
+def _row_layers(row: ModuleRow) -> tuple[int | None, ...]:
+    return row.layer_indices if row.layer_prefix else (None,)
+
+
+def _expand(
+    variant: Variant, rows: tuple[ModuleRow, ...], modules: Iterable[str], parameters: Iterable[str]
+) -> tuple[tuple[ModuleRow, ...], tuple[tuple[int | None, ...], ...]]:
+    """Every row and layer PEFT's name matching reaches: modules by target_modules, 2-D/3-D weights by target_parameters.
+
+    The names match anywhere in the model (a vision tower's q_proj too), as PEFT's
+    do; layers_to_transform filters target_modules only, as in PEFT.
+    """
+    modules, parameters = tuple(modules), tuple(parameters)
+    wanted = variant.get("layers_to_transform")
+    chosen: list[ModuleRow] = []
+    layers: list[tuple[int | None, ...]] = []
+    for row in rows:
+        if row.kind in PARAM_KINDS:
+            hit = tuple(i for i in _row_layers(row) if name_matches(full_key(row, i), parameters))
+        else:
+            # A Linear's weight is a parameter too: the v5 MoE rule maps a router Linear "gate" to "gate.weight".
+            hit = tuple(i for i in _row_layers(row)
+                        if (name_matches(full_key(row, i), modules) and _in_layers(full_key(row, i), wanted))
+                        or name_matches(full_key(row, i) + ".weight", parameters))
+        if hit:
+            chosen.append(row)
+            layers.append(hit)
+    return tuple(chosen), tuple(layers)
+
+
+def _convert(
+    variant: Variant, modules: tuple[str, ...], model_type: str, rank: int, alpha: float
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, int], ...], tuple[tuple[str, float], ...]]:
+    """PEFT's v5 MoE conversion of target_modules (LoRA only): (modules, parameters, rank and alpha patterns)."""
     conversion = _moe_conversion(model_type) if variant.method == LORA else None
     if conversion is None:
-        return Plan(linear, True, reason="" if linear else "this model has no Linear or Conv1D layer in its blocks")
+        return modules, (), (), ()
     mapping, fused = conversion
-    leaves = {_leaf(row) for row in linear} | set(mapping)
-    parameters = {mapping[leaf] for leaf in leaves if leaf in mapping}
-    chosen = [row for row in linear if _leaf(row) not in mapping]
-    chosen += [row for row in rows if row.kind in PARAM_KINDS
-               and any(full_key(row, 0).endswith("." + name) for name in parameters)]
+    remaining: list[str] = []
+    parameters: list[str] = []
+    present: dict[str, set[str]] = {name: set() for name in fused}
+    for target in modules:
+        old = next((old for old in mapping if target == old or target.endswith("." + old)), None)
+        if old is None:
+            remaining.append(target)
+            continue
+        parameters.append(mapping[old])
+        present.setdefault(mapping[old], set()).add(old)
     ranks: list[tuple[str, int]] = []
     alphas: list[tuple[str, float]] = []
     for name, olds in fused.items():
-        if len(olds) > 1 and all(old in leaves for old in olds):
+        if len(olds) > 1 and len(present.get(name, ())) == len(olds):
             ranks.append((rf".*\.{re.escape(name)}", rank * len(olds)))
             alphas.append((rf".*\.{re.escape(name)}", alpha * len(olds)))
-    return Plan(tuple(chosen), True, tuple(ranks), tuple(alphas))
+    return tuple(remaining), tuple(dict.fromkeys(parameters)), tuple(ranks), tuple(alphas)
 
 
-def select_rows(scenario: Scenario, rows: tuple[ModuleRow, ...]) -> tuple[tuple[ModuleRow, ...], str]:
-    """The rows a (non all-linear) scenario names by role, tag or PEFT name, and why none."""
+def _all_linear_names(variant: Variant, rows: tuple[ModuleRow, ...], model_type: str) -> tuple[str, ...] | None:
+    """The names PEFT's all-linear becomes on a v5 MoE model (every Linear's leaf and the v4 expert names), else None."""
+    conversion = _moe_conversion(model_type) if variant.method == LORA else None
+    if conversion is None:
+        return None
+    leaves = {_leaf(row) for row in rows if row.kind in ("linear", "conv1d") and row.part != "output head"}
+    return tuple(sorted(leaves | set(conversion[0])))
+
+
+def _all_linear(variant: Variant, rows: tuple[ModuleRow, ...], model_type: str, rank: int, alpha: float) -> Plan:
+    """What PEFT's all-linear adapts: every Linear/Conv1D but the head; for LoRA on a v5 MoE model, by name, experts too."""
+    names = _all_linear_names(variant, rows, model_type)
+    if names is None:
+        chosen = tuple(row for row in rows if row.kind in ("linear", "conv1d") and row.part != "output head")
+        if not chosen:
+            return Plan((), True, reason="not applicable: this model has no Linear or Conv1D layer to adapt")
+        return Plan(chosen, True, layers=tuple(_row_layers(row) for row in chosen))
+    modules, parameters, ranks, alphas = _convert(variant, names, model_type, rank, alpha)
+    chosen, layers = _expand(variant, rows, modules, parameters)
+    return Plan(chosen, True, ranks, alphas, modules=modules, parameters=parameters, layers=layers)
+
+
+def _parent(row: ModuleRow) -> tuple[str, str]:
+    """The block a module sits in: its layer list and its path there, less its own name."""
+    return row.layer_prefix, row.path.rpartition(".")[0]
+
+
+def _same_block(row: ModuleRow, other: ModuleRow) -> bool:
+    """Whether two modules sit in one attention block: the same parent, or sibling parents (BERT's
+    attention.self.query and attention.output.dense); a Mamba mixer's out_proj beside self_attn is not."""
+    (prefix, parent), (other_prefix, other_parent) = _parent(row), _parent(other)
+    grandparent = parent.rpartition(".")[0]
+    return prefix == other_prefix and (
+        parent == other_parent or (bool(grandparent) and grandparent == other_parent.rpartition(".")[0]))
+
+
+def _named(scenario: Scenario, rows: tuple[ModuleRow, ...]) -> tuple[tuple[ModuleRow, ...], str]:
+    """The rows a (non all-linear) scenario names by role, tag or PEFT name, and why none.
+
+    Roles (q, k, v, o, ...) are looked up in the language model (its rows, if it
+    has any); tags and PEFT names anywhere.
+    """
     chosen: list[ModuleRow] = []
     missing: list[str] = []
     targets = list(scenario.targets)
-    fused_qkv = [row for row in rows if row.role == "qkv"]
-    if {"q", "k", "v"} <= set(targets) and fused_qkv:
-        # q, k and v together are exactly the fused projection (GPT-2 c_attn, Phi-3 qkv_proj).
-        targets = [t for t in targets if t not in ("q", "k", "v")]
-        chosen.extend(fused_qkv)
+    language = tuple(row for row in rows if row.part == "language model") or rows
+    for fused_role, parts in (("qkv", ("q", "k", "v")), ("kv_latent", ("k", "v"))):
+        fused = [row for row in language if row.role == fused_role]
+        if set(parts) <= set(targets) and fused:
+            # q, k and v together are exactly the fused projection (GPT-2 c_attn, Phi-3 qkv_proj);
+            # k and v together are multi-head latent attention's kv_a_proj_with_mqa and kv_b_proj.
+            targets = [t for t in targets if t not in parts]
+            chosen.extend(row for row in fused if row not in chosen)
+    attention = [row for row in language if row.role in ("q", "k", "v", "qkv", "q_latent", "kv_latent")]
     for target in targets:
-        matches = [row for row in rows if target in (row.role, row.tag, row.peft_target)]
+        # A module's own name first (the router's tag "gate" is not the role gate); else a role.
+        matches = [row for row in rows if target in (row.tag, row.peft_target)]
+        if not matches:
+            matches = [row for row in language if target == row.role or (target == "q" and row.role == "q_latent")]
+            if target == "o":
+                matches = [row for row in matches if any(_same_block(row, other) for other in attention)]
         if not matches:
             missing.append(target)
         chosen.extend(row for row in matches if row not in chosen)
     if missing:
-        fused = [row.tag for row in rows if row.role == "qkv"] if set(missing) & {"q", "k", "v"} else []
-        if fused:
-            return (), (
-                f"not applicable: fused ({', '.join(fused)} holds q, k and v in one matrix, "
-                f"so {', '.join(missing)} cannot be adapted alone)"
-            )
-        return (), f"targets {', '.join(missing)} match no module of this model"
+        for fused_role, label in (("qkv", "holds q, k and v in one matrix"),
+                                  ("kv_latent", "makes k and v from one latent (multi-head latent attention)")):
+            fused_tags = [row.tag for row in language if row.role == fused_role]
+            if fused_tags and set(missing) & {"q", "k", "v"}:
+                return (), (f"not applicable: fused ({', '.join(dict.fromkeys(fused_tags))} {label}, "
+                            f"so {', '.join(missing)} cannot be adapted alone)")
+        why = f"targets {', '.join(missing)} match no module of this model"
+        if set(missing) <= set(ROLE_ORDER):  # roles: say what the model has instead (an SSM's in_proj, out_proj ...)
+            held = ", ".join(dict.fromkeys(row.tag for row in language))
+            why += f" (its language model holds {held if len(held) <= 120 else held[:117].rsplit(',', 1)[0] + ', ...'})"
+        return (), why
     return tuple(chosen), ""
 
 
@@ -238,18 +360,29 @@ def default_alpha(variant: Variant, rank: int) -> float:
 
 
 def plan_cell(scenario: Scenario, rank: int, variant: Variant, rows: tuple[ModuleRow, ...], model_type: str) -> Plan:
-    """The rows PEFT adapts for this cell with their rank patterns, or the reason it cannot."""
+    """The rows and layers PEFT adapts for this cell with their rank patterns, or the reason it cannot."""
     user_ranks = tuple((str(k), int(v)) for k, v in (variant.get("rank_pattern") or {}).items())
     user_alphas = tuple((str(k), float(v)) for k, v in (variant.get("alpha_pattern") or {}).items())
+    alpha = default_alpha(variant, rank)
     if scenario.targets == (ALL_LINEAR,):
-        plan = _all_linear(variant, rows, model_type, rank, default_alpha(variant, rank))
+        plan = _all_linear(variant, rows, model_type, rank, alpha)
     else:
-        chosen, why = select_rows(scenario, rows)
-        plan = Plan(chosen, False, reason=why)
+        named, why = _named(scenario, rows)
+        if why:
+            return Plan((), False, reason=why)
+        modules = tuple(dict.fromkeys(row.peft_target for row in named if row.kind not in PARAM_KINDS))
+        parameters = tuple(dict.fromkeys(row.peft_target for row in named if row.kind in PARAM_KINDS))
+        converted, more, ranks, alphas = _convert(variant, modules, model_type, rank, alpha)
+        chosen, layers = _expand(variant, rows, converted, tuple(dict.fromkeys(parameters + more)))
+        plan = Plan(chosen, False, ranks, alphas, modules=modules, parameters=parameters, layers=layers)
+        if not chosen:
+            names = ", ".join(modules + parameters)
+            plan = dataclasses.replace(plan, reason=f"not applicable: {names} reach no layer PEFT adapts here")
     if plan.reason:
         return plan
     reason = _unsupported(variant, plan)
-    return Plan(plan.rows, plan.all_linear, user_ranks + plan.rank_pattern, user_alphas + plan.alpha_pattern, reason)
+    return dataclasses.replace(plan, rank_pattern=user_ranks + plan.rank_pattern,
+                               alpha_pattern=user_alphas + plan.alpha_pattern, reason=reason)
 
 
 def _unsupported(variant: Variant, plan: Plan) -> str:
@@ -324,15 +457,6 @@ def layer_trainable(variant: Variant, row: ModuleRow, rank: int) -> int:
     return in_features if row.role == "down" else out_features  # IA3
 
 
-def adapted_layers(variant: Variant, row: ModuleRow) -> tuple[int, ...]:
-    """The layer indices PEFT adapts for this row (all, or those in layers_to_transform)."""
-    wanted = variant.get("layers_to_transform")
-    if wanted is None:
-        return row.layer_indices or tuple(range(row.layers))
-    wanted_set = {wanted} if isinstance(wanted, int) else set(wanted)
-    return tuple(index for index in row.layer_indices if index in wanted_set)
-
-
 def scaling(variant: Variant, rank: int) -> float | None:
     """The adapter scaling: alpha/r, or alpha/sqrt(r) with rsLoRA (None for VeRA and IA3)."""
     if variant.method not in (LORA, LOHA, LOKR):
@@ -348,7 +472,7 @@ def _extras(variant: Variant, plan: Plan, facts: ModelFacts) -> list[tuple[str, 
     if bias == "all":
         extras.append(("every bias (bias=all)", facts.bias_params))
     elif bias == "lora_only":
-        count = sum(row.bias_params // row.layers * len(adapted_layers(variant, row)) for row in plan.rows)
+        count = sum(row.bias_params // row.layers * len(layers) for row, layers in zip(plan.rows, plan.layers))
         extras.append(("biases of the adapted layers (bias=lora_only)", count))
     saved = variant.get("modules_to_save") or ()
     if saved:
@@ -371,21 +495,22 @@ def formula_cell(
         return cell, plan
     trainable = targeted = matrices = 0
     terms: list[str] = []
-    for row in plan.rows:
-        layers = adapted_layers(variant, row)
+    for row, layers in zip(plan.rows, plan.layers):
         counts = [layer_trainable(variant, row, pattern_value(plan.rank_pattern, full_key(row, i), rank))
                   for i in layers]
         trainable += sum(counts)
         targeted += row.shape[0] * row.shape[1] * row.experts * len(layers)
         matrices += row.experts * len(layers)
         per_layer = sorted(set(counts))
-        terms.append(f"{row.tag} {per_layer[0]:,} x {len(layers)}" if len(per_layer) == 1
-                     else f"{row.tag} {sum(counts):,} over {len(layers)} layers")
+        label = row.tag if row.part == "language model" else f"{row.tag} ({row.part})"
+        terms.append(f"{label} {per_layer[0]:,} x {len(layers)}" if len(per_layer) == 1
+                     else f"{label} {sum(counts):,} over {len(layers)} layers")
     for label, count in _extras(variant, plan, facts):
         trainable += count
         terms.append(f"{label} {count:,}")
     cell = Cell(
-        targets=tuple(row.peft_target for row in plan.rows),
+        targets=plan.modules + plan.parameters if not plan.all_linear else tuple(
+            dict.fromkeys(row.peft_target for row in plan.rows)),
         matrices=matrices,
         targeted_params=targeted,
         formula_trainable=trainable,

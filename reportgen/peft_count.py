@@ -19,6 +19,7 @@ from transformers.initialization import no_init_weights
 
 from . import data
 from .data import Cell, PeftReference
+from .errors import one_line
 from .methods import (
     ALL_LINEAR, BUILTIN_VARIANTS, IA3, LOHA, LOKR, LORA, PARAM_KINDS, VERA, Plan, Variant, default_alpha,
 )
@@ -31,15 +32,14 @@ REFERENCE_DROPOUT = 0.05
 
 def peft_config(variant: Variant, plan: Plan, rank: int, dropout: float = 0.0, alpha: float | None = None) -> PeftConfig:
     """The PEFT config a user would write for this cell: all-linear as PEFT's own shorthand, else the names."""
-    modules = [row.peft_target for row in plan.rows if row.kind not in PARAM_KINDS]
-    parameters = [row.peft_target for row in plan.rows if row.kind in PARAM_KINDS]
-    # PEFT works out all-linear itself (experts included on MoE models): the check must not do it for PEFT.
-    target_modules: str | list[str] = ALL_LINEAR if plan.all_linear else modules
-    if plan.all_linear:
-        parameters = []
+    # PEFT works out all-linear itself (experts included on MoE models), and its own v5 MoE
+    # conversion of the names: the check must not do either for PEFT.
+    target_modules: str | list[str] = ALL_LINEAR if plan.all_linear else list(plan.modules)
+    parameters = [] if plan.all_linear else list(plan.parameters)
     options = dict(variant.options)
     shared: dict[str, Any] = {
-        "target_modules": target_modules or None,
+        # [] rather than None: with None, PEFT fills in its default targets for the model type.
+        "target_modules": target_modules if target_modules or parameters else None,
         "modules_to_save": list(options["modules_to_save"]) if options.get("modules_to_save") else None,
         "task_type": "CAUSAL_LM",
     }
@@ -63,12 +63,17 @@ def peft_config(variant: Variant, plan: Plan, rank: int, dropout: float = 0.0, a
     return IA3Config(feedforward_modules=feedforward, **shared)
 
 
+class PeftRefusal(Exception):
+    """PEFT refused a config on this model; the message is PEFT's own, in one line."""
+
+
 @contextlib.contextmanager
 def adapted(model: PreTrainedModel, config: PeftConfig) -> Iterator[PeftModel]:
     """The model wrapped by PEFT for the duration of the block, then unwrapped again.
 
     The meta model is built once per model and reused: every PEFT layer is put
-    back to the module it wraps afterwards, and the block raises if the model is
+    back to the module it wraps afterwards (also when PEFT refuses the config
+    half-way, which raises PeftRefusal), and the block raises if the model is
     then not exactly the one it was (the same parameter objects under the same names).
     """
     if not hasattr(model, "prepare_inputs_for_generation"):
@@ -79,10 +84,13 @@ def adapted(model: PreTrainedModel, config: PeftConfig) -> Iterator[PeftModel]:
     # methods: VeRA, for one, uses what its init functions return. Casting the adapter weights to
     # float32 (autocast_adapter_dtype) changes no count either, and costs a walk over every module.
     skip_init = no_init_weights() if isinstance(config, LoraConfig) else contextlib.nullcontext()
-    with warnings.catch_warnings(), skip_init:
-        warnings.simplefilter("ignore")
-        peft_model = get_peft_model(model, config, low_cpu_mem_usage=True, autocast_adapter_dtype=False)
     try:
+        with warnings.catch_warnings(), skip_init:
+            warnings.simplefilter("ignore")
+            try:
+                peft_model = get_peft_model(model, config, low_cpu_mem_usage=True, autocast_adapter_dtype=False)
+            except Exception as exc:  # PEFT validates targets with ValueError, TypeError, NotImplementedError ...
+                raise PeftRefusal(one_line(str(exc)) or type(exc).__name__) from exc
         yield peft_model
     finally:
         _unwrap(model)
@@ -105,12 +113,13 @@ def _unwrap(parent: nn.Module) -> None:
     modules_to_save wrapper its original module.
     """
     for name, child in list(parent.named_children()):
-        if isinstance(child, AuxiliaryTrainingWrapper):
-            setattr(parent, name, child.original_module)
-        elif isinstance(child, BaseTunerLayer):
-            setattr(parent, name, child.get_base_layer())
-        else:
-            _unwrap(child)
+        original = child
+        while isinstance(original, (AuxiliaryTrainingWrapper, BaseTunerLayer)):
+            original = (original.original_module if isinstance(original, AuxiliaryTrainingWrapper)
+                        else original.get_base_layer())
+        if original is not child:
+            setattr(parent, name, original)
+        _unwrap(original)  # a wrapped module's own children may be wrapped too (a ParamWrapper over a block)
 
 
 def count_cell(
@@ -125,8 +134,13 @@ def count_cell(
         return cell
     trainable = counted
     if trainable is None:
-        with adapted(model, peft_config(variant, plan, cell.rank)) as peft_model:
-            trainable, _ = peft_model.get_nb_trainable_parameters()
+        try:
+            with adapted(model, peft_config(variant, plan, cell.rank)) as peft_model:
+                trainable, _ = peft_model.get_nb_trainable_parameters()
+        except PeftRefusal as refusal:
+            return dataclasses.replace(
+                cell, formula_trainable=None, percent_of_targeted=None, percent_of_model=None,
+                status=data.NOT_APPLICABLE, note=f"not applicable: PEFT refuses this cell: {refusal}")
     status = data.OK if trainable == cell.formula_trainable else data.MISMATCH
     note = cell.note
     if status == data.MISMATCH:
@@ -194,8 +208,7 @@ def reference_step(model: PreTrainedModel, plan: Plan) -> tuple[PeftReference, s
             peft_model.print_trainable_parameters()
         trainable, all_params = peft_model.get_nb_trainable_parameters()
         printout = repr(peft_model)
-    names = [row.peft_target for row in plan.rows]
-    targets = ALL_LINEAR if plan.all_linear else ", ".join(sorted(names))
+    targets = ALL_LINEAR if plan.all_linear else ", ".join(sorted(plan.modules + plan.parameters))
     description = (
         f"LoraConfig(r={REFERENCE_RANK}, lora_alpha={REFERENCE_ALPHA}, target_modules=[{targets}], "
         f"lora_dropout={dropout}, bias=\"none\", task_type=\"CAUSAL_LM\")"

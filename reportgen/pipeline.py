@@ -20,9 +20,9 @@ from . import data
 from .data import (
     Environment, MemoryAssumptions, MergeCheck, ModelFailure, ModelReport, Printouts, RunResult, Scenario,
 )
-from .errors import ReportgenError
+from .errors import ReportgenError, one_line
 from .matrix import DEFAULT_RANKS
-from .methods import DEFAULT_VARIANTS, Variant
+from .methods import DEFAULT_VARIANTS, Plan, Variant
 from .resolve import ModelSpec, resolve
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
     from .memory import memory_rows, memory_shape
     from .explain import count_lines
     from .methods import BUILTIN_VARIANTS, formula_cell, model_facts
-    from .peft_count import count_cells, reference_step
+    from .peft_count import PeftRefusal, count_cells, reference_step
     from .roles import dimensions
 
     progress = progress or Progress()
@@ -129,6 +129,7 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
     with _stage(spec.text, "analyse"):
         dims = dimensions(config)
         rows = module_rows(model, dims)
+        reachable = rows + module_rows(model, dims, output_head=True)  # what a scenario's names may reach
         if not rows:
             raise ReportgenError(f"{spec.origin}: {resolved.id} has no Linear, Conv1D or expert layer in its blocks")
         info = model_info(model, resolved.id, resolved.source, rows, dims)
@@ -142,16 +143,17 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
         progress.on_cells(len(study.variants) * len(scenarios) * len(study.ranks))
         # The walk-through's PEFT step targets q, k, v and o at r=16 (lora_alpha 32 = 2r, as every cell).
         qkvo, lora = SEED_SCENARIOS[1], BUILTIN_VARIANTS["lora"]
-        _, reference_plan = formula_cell(qkvo, 16, lora, rows, facts)
+        _, reference_plan = formula_cell(qkvo, 16, lora, reachable, facts)
         reference, peft_printout = (None, "")
         if reference_plan.rows and not reference_plan.reason:
-            reference, peft_printout = reference_step(model, reference_plan)
+            with contextlib.suppress(PeftRefusal):  # then its cell says why, counted like any other
+                reference, peft_printout = reference_step(model, reference_plan)
         # One meta model serves every cell: PEFT wraps it, counts, and it is restored.
         todo = []
         for variant in study.variants:
             for scenario in scenarios:
                 for rank in study.ranks:
-                    cell, plan = formula_cell(scenario, rank, variant, rows, facts)
+                    cell, plan = formula_cell(scenario, rank, variant, reachable, facts)
                     # The reference step is PEFT applied to this same cell (its dropout adds no parameter).
                     same = (scenario, rank, variant) == (qkvo, 16, lora)
                     counted = reference.trainable_params if same and reference is not None else None
@@ -164,8 +166,7 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
     if study.merge_check:
         progress.on_stage(spec.text, "merge")
         with _stage(spec.text, "merge"):
-            reference_rows = reference_plan.rows if not reference_plan.reason else ()
-            merge, merged_printout = _merge_check(config, reference_rows, study)
+            merge, merged_printout = _merge_check(config, reference_plan, study)
     return ModelReport(
         slug=slug,
         model=info,
@@ -184,11 +185,11 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
     )
 
 
-def _merge_check(config: Any, reference_rows: tuple[data.ModuleRow, ...], study: Study) -> tuple[MergeCheck, str]:
+def _merge_check(config: Any, reference: Plan, study: Study) -> tuple[MergeCheck, str]:
     """The merge check on the walk-through's targets (q, k, v, o; all-linear where the model has none)."""
     from .merge import GB, check_merge, default_budget_bytes, select_device
 
-    targets = tuple(row.peft_target for row in reference_rows) or ("all-linear",)
+    targets = (reference.modules + reference.parameters if not reference.reason else ()) or ("all-linear",)
     if study.merge_budget is not None:
         budget = int(study.merge_budget * GB)
     else:
@@ -325,8 +326,8 @@ def _run_parallel(
 
 
 def _failure(spec: ModelSpec, slug: str, message: str) -> ModelFailure:
-    """A failure whose message starts with the file and line, and names the model."""
-    message = message.removeprefix(f"{spec.origin}: ")
+    """A failure in one line that starts with the file and line, and names the model."""
+    message = one_line(message, limit=400).removeprefix(f"{spec.origin}: ")
     if spec.text not in message:
         message = f"{spec.text}: {message}"
     message = f"{spec.origin}: {message}"

@@ -26,6 +26,9 @@ ROLE_BY_LEAF: dict[str, str] = {
     "down_proj": "down", "w2": "down", "dense_4h_to_h": "down", "fc2": "down", "fc_out": "down",
     "gate_up_proj": "gate_up",
     "gate": "router", "router": "router",
+    # Multi-head latent attention (DeepSeek-V2/V3): q through a low-rank pair, k and v from one latent.
+    "q_a_proj": "q_latent", "q_b_proj": "q_latent",
+    "kv_a_proj_with_mqa": "kv_latent", "kv_b_proj": "kv_latent",
 }
 # Leaf names whose role depends on the block they sit in.
 ROLE_BY_GROUP: dict[str, dict[str, str]] = {
@@ -33,8 +36,8 @@ ROLE_BY_GROUP: dict[str, dict[str, str]] = {
     "dense": {"attention": "o", "mlp": "down"},
     "proj": {"attention": "o", "mlp": "down"},
 }
-ATTENTION_ROLES = ("q", "k", "v", "qkv", "o")
-ROLE_ORDER = ("q", "k", "v", "qkv", "o", "router", "gate", "up", "gate_up", "down", "other")
+ATTENTION_ROLES = ("q", "k", "v", "qkv", "o", "q_latent", "kv_latent")
+ROLE_ORDER = ("q", "q_latent", "k", "v", "kv_latent", "qkv", "o", "router", "gate", "up", "gate_up", "down", "other")
 
 
 def group_of(path: str) -> str:
@@ -61,7 +64,7 @@ def role_of(path: str) -> str:
 
 @dataclass(frozen=True)
 class Dimensions:
-    """The widths a config declares, under their common names."""
+    """The widths a config declares, under their common names (0: the config declares no single value)."""
 
     hidden_size: int
     num_layers: int
@@ -73,37 +76,68 @@ class Dimensions:
     num_experts: int
 
 
-def _first(config: Any, *names: str) -> Any:
+def _first(config: Any, *names: str) -> int | None:
+    """The first of these attributes that holds one positive width (a per-layer list is not one width)."""
     for name in names:
-        value = getattr(config, name, None)
-        if value is not None:
+        try:
+            value = getattr(config, name, None)
+        except Exception:  # transformers raises on a per-layer attribute read globally (Gemma-4, Dots3)
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None
 
 
+def _per_layer(config: Any, *names: str) -> bool:
+    """Whether one of these attributes is declared, but not as one number (a per-layer list, or ambiguous)."""
+    for name in names:
+        try:
+            value = getattr(config, name, None)
+        except Exception:  # transformers' AmbiguousGlobalPerLayerAttributeError
+            return True
+        if value is not None and not isinstance(value, int):
+            return True
+    return False
+
+
+def text_config(config: Any) -> Any:
+    """The language model's config: the config itself, or its text part on a composite model."""
+    try:
+        return config.get_text_config(decoder=True)
+    except Exception:  # a config without the method, or one whose sub-config cannot be built
+        return config
+
+
 def dimensions(config: Any) -> Dimensions:
-    """Hidden size, heads, kv heads, head_dim, intermediate size, experts, read from a config."""
-    hidden = int(_first(config, "hidden_size", "n_embd", "d_model"))
-    heads = int(_first(config, "num_attention_heads", "n_head"))
+    """Hidden size, heads, kv heads, head_dim, intermediate size, experts, read from the language model's config.
+
+    A width the config does not declare as one number (an attention-free model has
+    no heads; Gemma-3n's intermediate size is per layer) is 0, and no shape rule uses it.
+    """
+    config = text_config(config)
+    hidden = _first(config, "hidden_size", "n_embd", "d_model") or 0
+    heads = _first(config, "num_attention_heads", "n_head") or 0
     if getattr(config, "multi_query", False) and not getattr(config, "new_decoder_architecture", False):
         # Falcon's original layout: multi-query attention shares one k and one v head
         # (its config still carries num_kv_heads = num_attention_heads, unused).
         kv_heads = 1
     else:
         kv_heads = _first(config, "num_key_value_heads", "num_kv_heads", "n_head_kv") or heads
-    head_dim = _first(config, "head_dim") or hidden // heads
+    head_dim = _first(config, "head_dim") or (hidden // heads if heads else 0)
     intermediate = _first(config, "intermediate_size", "n_inner", "ffn_hidden_size", "ffn_dim")
     if intermediate is None:
-        intermediate = 4 * hidden
+        # GPT-2 leaves n_inner unset for 4 x hidden; a per-layer value is no single width.
+        per_layer = _per_layer(config, "intermediate_size", "n_inner", "ffn_hidden_size", "ffn_dim")
+        intermediate = 0 if per_layer else 4 * hidden
     return Dimensions(
         hidden_size=hidden,
-        num_layers=int(_first(config, "num_hidden_layers", "n_layer", "num_layers")),
+        num_layers=_first(config, "num_hidden_layers", "n_layer", "num_layers") or 0,
         num_attention_heads=heads,
-        num_key_value_heads=int(kv_heads),
-        head_dim=int(head_dim),
-        intermediate_size=int(intermediate),
-        vocab_size=int(_first(config, "vocab_size") or 0),
-        num_experts=int(_first(config, "num_local_experts", "num_experts") or 1),
+        num_key_value_heads=kv_heads,
+        head_dim=head_dim,
+        intermediate_size=intermediate,
+        vocab_size=_first(config, "vocab_size") or 0,
+        num_experts=_first(config, "num_local_experts", "num_experts", "n_routed_experts") or 1,
     )
 
 
@@ -124,4 +158,7 @@ def expected_shape(role: str, dims: Dimensions) -> tuple[int, int] | None:
         "down": (hidden, inter),
         "router": (dims.num_experts, hidden),
     }
-    return shapes.get(role)
+    shape = shapes.get(role)
+    if shape is None or 0 in shape or (role == "router" and dims.num_experts < 2):
+        return None  # a width the config does not declare: no rule
+    return shape

@@ -124,8 +124,10 @@ def test_a_base_model_without_causal_lm_class_is_built_with_automodel(
     assert model["architecture"] == "ViTModel"
     assert model["build_note"] == ("transformers has no causal-LM class for model_type 'vit': "
                                    "built the base model ViTModel (AutoModel), which has no LM head")
-    # Hand count: per layer q, k, v, output dense 64*64 each, intermediate and output 128*64 each.
-    assert model["linear_params"] == 2 * (4 * 64 * 64 + 64 + 64 + 64 + 64 + 2 * 128 * 64 + 128 + 64)
+    # Hand count: per layer q, k, v, output dense 64*64 each, intermediate and output 128*64 each;
+    # outside the blocks, the pooler's dense 64*64 (a Linear that PEFT's all-linear adapts too).
+    assert model["linear_params"] == (2 * (4 * 64 * 64 + 64 + 64 + 64 + 64 + 2 * 128 * 64 + 128 + 64)
+                                      + 64 * 64 + 64)
 
 
 def test_an_encoder_decoder_says_why_it_is_not_built(tmp_path: Path, write_config: Callable[..., Path]) -> None:

@@ -1,0 +1,169 @@
+"""`make zoo`: every causal-LM model type of the pinned transformers through reportgen -> benchmarks/ZOO.md.
+
+Each model type's default config (transformers' own) is analysed as a user's
+config.json would be: built on the meta device, every default cell counted by
+the closed form and by PEFT (no merge check), all models at once on every core.
+The totals head the file and rewrite the README's "tested on" line, so neither
+is typed by hand; a transformers upgrade shows up as a diff of both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+from reportgen.data import MISMATCH, NO_MATCH, NOT_APPLICABLE, OK, ModelFailure, ModelReport, RunResult
+from reportgen.pipeline import Progress, Study, run
+from reportgen.resolve import ModelSpec
+from reportgen.zoo import ZooEntry, write_zoo
+
+ROOT = Path(__file__).resolve().parent.parent
+ZOO_MD = ROOT / "benchmarks" / "ZOO.md"
+README = ROOT / "README.md"
+README_LINE = re.compile(r"(<!-- zoo -->).*?(<!-- /zoo -->)", re.DOTALL)
+BUILD_FAILURE = "transformers cannot build this"  # build.py's words for transformers' own failure
+
+
+def sweep(folder: Path, jobs: int, model_types: list[str] | None = None) -> tuple[list[ZooEntry], RunResult, dict[str, float]]:
+    """The zoo written to folder and run through the pipeline: entries, the run, seconds per model type."""
+    entries = write_zoo(folder, model_types)
+    specs = [ModelSpec(str(entry.path), f"zoo:{entry.model_type}") for entry in entries if entry.path]
+    seconds: dict[str, float] = {}
+
+    def ended(model: str, ok: bool, took: float) -> None:
+        seconds[Path(model).parent.name] = took
+
+    result = run(specs, Study(merge_check=False), progress=Progress(on_model_end=ended), jobs=jobs)
+    return entries, result, seconds
+
+
+def is_build_failure(failure: ModelFailure) -> bool:
+    """Whether transformers itself could not build the model from its default config."""
+    return BUILD_FAILURE in failure.error
+
+
+def _reason_kind(note: str) -> str:
+    """A not-applicable note without its model-specific names and numbers, to count cells by kind of reason."""
+    text = re.sub(r"\(model_type='[^']*'\)", "", note)
+    text = re.sub(r"'[^']*'|\{[^}]*\}|\[[^\]]*\]|\d[\d,]*", "…", text)
+    return text[:150]
+
+
+def markdown(entries: list[ZooEntry], result: RunResult, seconds: dict[str, float], wall: float, jobs: int) -> str:
+    """ZOO.md: the totals, one row per model type, the reasons cells do not apply, what transformers cannot build."""
+    reports = {Path(report.model.id).parent.name: report for report in result.reports}
+    failures = {Path(failure.id).parent.name: failure for failure in result.failures}
+    built_failures = [t for t, f in failures.items() if is_build_failure(f)]
+    ours = [t for t, f in failures.items() if not is_build_failure(f)]
+    with_config = [entry for entry in entries if entry.path]
+    cells = [cell for report in reports.values() for cell in report.cells]
+    status = collections.Counter(cell.status for cell in cells)
+    mismatched = [t for t, report in reports.items() if report.mismatches]
+    lines = [
+        f"# The zoo: every causal-LM model type of transformers {version('transformers')}",
+        "",
+        "Written by `make zoo` (`benchmarks/zoo.py`), never by hand: each model type of transformers'",
+        "`MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`, from its own default config (`AutoConfig.for_model`), through",
+        "`reportgen report --no-merge-check` with every default cell counted by the closed form and by PEFT.",
+        "",
+        f"- **{len(entries)}** model types; **{len(with_config)}** have a default config transformers can create",
+        f"- **{len(reports)} analysed**, {len(reports) - len(mismatched)} with every counted cell equal to PEFT's "
+        f"count, **{len(mismatched)}** with a cell where they differ",
+        f"- cells: **{status[OK]}** counted by both (formula == PEFT), **{status[MISMATCH]}** differ, "
+        f"**{status[NOT_APPLICABLE]}** not applicable (with the reason), **{status[NO_MATCH]}** match no module",
+        f"- **{len(built_failures)}** transformers cannot build from its default config (listed below, in its words)",
+        f"- **{len(ours)}** failed in reportgen",
+        f"- the whole sweep: {wall:.0f} s with {jobs} processes on {os.cpu_count()} cores "
+        f"(Python {platform.python_version()}, torch {version('torch')}, peft {version('peft')})",
+        "",
+        "## Every model type",
+        "",
+        "| model type | class | status | module groups | parts | counted | n/a | no match | seconds |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for entry in entries:
+        name, took = entry.model_type, seconds.get(entry.model_type)
+        time_cell = f"{took:.1f}" if took is not None else ""
+        if entry.path is None:
+            lines.append(f"| {name} | {entry.architecture} | no default config | | | | | | |")
+        elif name in failures:
+            kind = "transformers cannot build" if name in built_failures else "**failed in reportgen**"
+            lines.append(f"| {name} | {entry.architecture} | {kind} | | | | | | {time_cell} |")
+        else:
+            report = reports[name]
+            count = collections.Counter(cell.status for cell in report.cells)
+            parts = ", ".join(dict.fromkeys(row.part for row in report.modules))
+            state = "**MISMATCH**" if report.mismatches else "ok"
+            lines.append(f"| {name} | {report.model.architecture} | {state} | {len(report.modules)} | {parts} | "
+                         f"{count[OK]} | {count[NOT_APPLICABLE]} | {count[NO_MATCH]} | {time_cell} |")
+    kinds: dict[str, set[str]] = collections.defaultdict(set)
+    kind_cells: collections.Counter[str] = collections.Counter()
+    for name, report in reports.items():
+        for cell in report.cells:
+            if cell.status == NOT_APPLICABLE:
+                kinds[_reason_kind(cell.note)].add(name)
+                kind_cells[_reason_kind(cell.note)] += 1
+    lines += ["", "## Why cells do not apply (names and numbers folded to …)", "",
+              "| reason | cells | model types |", "|---|---:|---|"]
+    for kind, count in kind_cells.most_common():
+        lines.append(f"| {_escape(kind)} | {count} | {', '.join(sorted(kinds[kind]))} |")
+    lines += ["", "## What transformers cannot build from its default config", "",
+              "| model type | transformers' message |", "|---|---|"]
+    for name in built_failures:
+        message = failures[name].error.split(f"{BUILD_FAILURE} ", 1)[-1]
+        lines.append(f"| {name} | {_escape(message)} |")
+    for entry in entries:
+        if entry.path is None:
+            lines.append(f"| {entry.model_type} | no default config: {_escape(entry.error)} |")
+    if ours:
+        lines += ["", "## Failed in reportgen", "", "| model type | error |", "|---|---|"]
+        lines += [f"| {name} | {_escape(failures[name].error)} |" for name in ours]
+    return "\n".join(lines) + "\n"
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def readme_line(entries: list[ZooEntry], result: RunResult) -> str:
+    """The README's sentence, from the same totals."""
+    with_config = sum(1 for entry in entries if entry.path)
+    clean = sum(1 for report in result.reports if not report.mismatches)
+    built = sum(1 for failure in result.failures if is_build_failure(failure))
+    return (f"<!-- zoo -->Tested on {clean} of the {len(entries)} causal-LM model types of transformers "
+            f"{version('transformers')} (every one with a default config that transformers can build: "
+            f"{with_config - built} of {with_config}), each cell counted by the closed form and by PEFT alike "
+            f"or marked not applicable with the reason (`make zoo`, `benchmarks/ZOO.md`).<!-- /zoo -->")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes (default: one per core)")
+    parser.add_argument("--out", type=Path, default=ZOO_MD, help="where to write ZOO.md")
+    parser.add_argument("model_types", nargs="*", help="only these model types (default: all)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="reportgen-zoo-") as folder:
+        start = time.perf_counter()
+        entries, result, seconds = sweep(Path(folder), args.jobs, args.model_types or None)
+        wall = time.perf_counter() - start
+    args.out.write_text(markdown(entries, result, seconds, wall, args.jobs), encoding="utf-8")
+    if not args.model_types:
+        text = README.read_text(encoding="utf-8")
+        README.write_text(README_LINE.sub(lambda _: readme_line(entries, result), text), encoding="utf-8")
+    ours = [f for f in result.failures if not is_build_failure(f)]
+    mismatched = [r.model.model_type for r in result.reports if r.mismatches]
+    print(f"wrote {args.out}: {len(result.reports)} analysed, {len(mismatched)} with a mismatch, "
+          f"{len(ours)} failed in reportgen, {wall:.0f} s")
+    return 1 if ours or mismatched else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
