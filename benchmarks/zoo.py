@@ -20,34 +20,13 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-from reportgen.data import MISMATCH, NO_MATCH, NOT_APPLICABLE, OK, ModelFailure, ModelReport, RunResult
-from reportgen.pipeline import Progress, Study, run
-from reportgen.resolve import ModelSpec
-from reportgen.zoo import ZooEntry, write_zoo
+from reportgen.data import MISMATCH, NO_MATCH, NOT_APPLICABLE, OK, RunResult
+from reportgen.zoo import BUILD_FAILURE, ZooEntry, is_build_failure, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO_MD = ROOT / "benchmarks" / "ZOO.md"
 README = ROOT / "README.md"
 README_LINE = re.compile(r"(<!-- zoo -->).*?(<!-- /zoo -->)", re.DOTALL)
-BUILD_FAILURE = "transformers cannot build this"  # build.py's words for transformers' own failure
-
-
-def sweep(folder: Path, jobs: int, model_types: list[str] | None = None) -> tuple[list[ZooEntry], RunResult, dict[str, float]]:
-    """The zoo written to folder and run through the pipeline: entries, the run, seconds per model type."""
-    entries = write_zoo(folder, model_types)
-    specs = [ModelSpec(str(entry.path), f"zoo:{entry.model_type}") for entry in entries if entry.path]
-    seconds: dict[str, float] = {}
-
-    def ended(model: str, ok: bool, took: float) -> None:
-        seconds[Path(model).parent.name] = took
-
-    result = run(specs, Study(merge_check=False), progress=Progress(on_model_end=ended), jobs=jobs)
-    return entries, result, seconds
-
-
-def is_build_failure(failure: ModelFailure) -> bool:
-    """Whether transformers itself could not build the model from its default config."""
-    return BUILD_FAILURE in failure.error
 
 
 def _reason_kind(note: str) -> str:

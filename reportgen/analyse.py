@@ -125,12 +125,17 @@ def _parameter_weights(module: nn.Module, path: str, prefix: str, index: int | N
 
 
 def _short_tags(paths: list[str]) -> dict[str, str]:
-    """The shortest suffix of each path that tells it apart from the others (GPT-2: attn.c_proj, mlp.c_proj)."""
+    """The shortest suffix of each path that tells it apart from the others (GPT-2: attn.c_proj, mlp.c_proj).
+
+    A suffix starting with a number is never one: PEFT would match it against the blocks themselves.
+    """
     tags: dict[str, str] = {}
     for path in paths:
         parts = path.split(".")
         for size in range(1, len(parts) + 1):
             tag = ".".join(parts[-size:])
+            if parts[-size].isdigit() and size < len(parts):
+                continue  # "0" would also name every block "h.0" of the model, as PEFT matches names: "ffn.0"
             if sum(1 for other in paths if other == tag or other.endswith("." + tag)) == 1:
                 tags[path] = tag
                 break

@@ -62,8 +62,9 @@ def study_options(func: Any) -> Any:
         click.option("--ranks", default=None, callback=_ranks,
                      help="Comma-separated LoRA ranks to study [default: 8,16]."),
         click.option("--scenario", "scenarios", multiple=True, callback=_scenarios, metavar="NAME=MOD[,MOD]",
-                     help="An extra targeting scenario; repeatable. MOD is a module name (q_proj), "
-                          "a role (q, k, v, o, gate, up, down) or all-linear."),
+                     help="An extra targeting scenario; repeatable. MOD is a module name (q_proj), matched as "
+                          "PEFT matches names: every module whose name ends with it, in any part of the model; "
+                          "else a role of the language model (q, k, v, o, gate, up, down); or all-linear."),
         click.option("--methods", default=None, metavar="NAME[,NAME]",
                      help="Comma-separated methods: lora, dora, rslora, loha, lokr, vera, ia3 [default: lora]."),
         click.option("--matrix", "matrix_file", type=click.Path(path_type=Path), default=None,

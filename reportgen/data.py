@@ -89,6 +89,17 @@ class ModelInfo:
         return human_count(self.total_params)
 
     @property
+    def dimensions_label(self) -> str:
+        """The language model's widths in words; a width its config does not declare as one number is left out."""
+        parts = [f"{self.num_layers} layers" if self.num_layers else "layers not declared",
+                 f"hidden {self.hidden_size:,}" if self.hidden_size else "",
+                 f"{self.num_attention_heads} heads ({self.num_key_value_heads} key/value), head_dim {self.head_dim}"
+                 if self.num_attention_heads else "no attention heads declared",
+                 f"intermediate {self.intermediate_size:,}" if self.intermediate_size else "intermediate size per layer",
+                 f"vocabulary {self.vocab_size:,}" if self.vocab_size else ""]
+        return ", ".join(part for part in parts if part)
+
+    @property
     def linear_millions(self) -> float:
         return millions(self.linear_params)
 
@@ -173,6 +184,7 @@ class Cell:
     options: tuple[tuple[str, str], ...] = ()  # the method's options beyond its defaults, as text
     scaling: float | None = None  # the adapter's scaling: alpha/r, or alpha/sqrt(r) with rsLoRA
     formula: str = ""  # the closed form, spelled out per module type
+    parts: tuple[str, ...] = ()  # the parts of the model the cell adapts (language model, vision tower, ...)
 
     @property
     def confirmed(self) -> bool:
@@ -470,6 +482,27 @@ class ModelReport:
     @property
     def all_confirmed(self) -> bool:
         return all(cell.status != MISMATCH for cell in self.cells)
+
+    @property
+    def parts(self) -> tuple[tuple[str, int, int], ...]:
+        """Each part of the model the module table covers: (part, module groups, weights), language model first."""
+        groups: dict[str, list[ModuleRow]] = {}
+        for row in self.modules:
+            groups.setdefault(row.part, []).append(row)
+        return tuple((part, len(rows), sum(row.params for row in rows)) for part, rows in groups.items())
+
+    @property
+    def parts_label(self) -> str:
+        """The parts in words, for a model with more than the language model ("" otherwise)."""
+        if len(self.parts) < 2:
+            return ""
+        where = {row.part: row.layer_prefix for row in reversed(self.modules) if row.layer_prefix}
+        return "; ".join(f"{part}{f' ({where[part]})' if part in where else ''}: {groups} module groups, "
+                         f"{human_count(weights)} weights" for part, groups, weights in self.parts)
+
+    def status_count(self, status: str) -> int:
+        """How many cells have this status."""
+        return sum(1 for cell in self.cells if cell.status == status)
 
     @property
     def checks(self) -> tuple[int, int]:

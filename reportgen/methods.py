@@ -519,6 +519,7 @@ def formula_cell(
         percent_of_model=data.percent(trainable, facts.total_params),
         status=data.OK,
         formula=" + ".join(terms),
+        parts=plan.parts,
         **common,
     )
     return cell, plan

@@ -16,9 +16,9 @@ ATTENTION_WORDS = ("attn", "attention")
 MLP_WORDS = ("mlp", "feed_forward", "ffn", "moe", "experts")
 
 ROLE_BY_LEAF: dict[str, str] = {
-    "q_proj": "q", "query": "q", "wq": "q", "q_lin": "q",
-    "k_proj": "k", "key": "k", "wk": "k", "k_lin": "k",
-    "v_proj": "v", "value": "v", "wv": "v", "v_lin": "v",
+    "q_proj": "q", "query": "q", "wq": "q", "Wq": "q", "q_lin": "q",
+    "k_proj": "k", "key": "k", "wk": "k", "Wk": "k", "k_lin": "k",
+    "v_proj": "v", "value": "v", "wv": "v", "Wv": "v", "v_lin": "v",
     "o_proj": "o", "out_proj": "o", "wo": "o", "out_lin": "o",
     "qkv_proj": "qkv", "c_attn": "qkv", "query_key_value": "qkv", "Wqkv": "qkv", "W_pack": "qkv",
     "gate_proj": "gate", "w1": "gate",

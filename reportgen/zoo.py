@@ -14,8 +14,14 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import one_line
+
+if TYPE_CHECKING:
+    from .data import ModelFailure, RunResult
+
+BUILD_FAILURE = "transformers cannot build this"  # build.py's words for transformers' own failure
 
 
 @dataclass(frozen=True)
@@ -62,3 +68,24 @@ def write_zoo(folder: Path, model_types: list[str] | None = None) -> list[ZooEnt
     finally:
         quiet.setLevel(level)
     return entries
+
+
+def sweep(folder: Path, jobs: int, model_types: list[str] | None = None) -> tuple[list[ZooEntry], RunResult, dict[str, float]]:
+    """The zoo written to folder and run through the pipeline (no merge check): entries, the run, seconds per type."""
+    from .pipeline import Progress, Study, run
+    from .resolve import ModelSpec
+
+    entries = write_zoo(folder, model_types)
+    specs = [ModelSpec(str(entry.path), f"zoo:{entry.model_type}") for entry in entries if entry.path]
+    seconds: dict[str, float] = {}
+
+    def ended(model: str, ok: bool, took: float) -> None:
+        seconds[Path(model).parent.name] = took
+
+    result = run(specs, Study(merge_check=False), progress=Progress(on_model_end=ended), jobs=jobs)
+    return entries, result, seconds
+
+
+def is_build_failure(failure: ModelFailure) -> bool:
+    """Whether transformers itself could not build the model from its default config."""
+    return BUILD_FAILURE in failure.error

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..data import ModelReport, RunResult, to_jsonable
+from ..data import MISMATCH, NO_MATCH, NOT_APPLICABLE, ModelReport, RunResult, to_jsonable
 
 
 def report_json(report: ModelReport) -> str:
@@ -28,8 +28,12 @@ def index_json(result: RunResult) -> str:
                 "report": f"{report.slug}/report.json",
                 "total_params": report.model.total_params,
                 "linear_params": report.model.linear_params,
+                "model_type": report.model.model_type,
                 "cells": len(report.cells),
                 "cells_confirmed": sum(1 for cell in report.cells if cell.confirmed),
+                "cells_mismatch": report.status_count(MISMATCH),
+                "cells_not_applicable": report.status_count(NOT_APPLICABLE),
+                "cells_no_match": report.status_count(NO_MATCH),
                 "merge_check": report.merge_check.status,
             }
         )

@@ -23,6 +23,7 @@ def module_table(report: ModelReport) -> pd.DataFrame:
         [
             {
                 "module": row.tag,
+                **({"part": row.part} if len(report.parts) > 1 else {}),
                 "role": row.role,
                 "layers": row.layers,
                 "shape (out x in)": row.shape_label,

@@ -70,6 +70,17 @@ class ScenarioRow:
         """Why the scenario selects nothing on this model ("" when it applies)."""
         return "" if self.applicable else self.cells[0].note
 
+    @property
+    def parts_note(self) -> str:
+        """The parts beyond the language model that the scenario's names reach ("" when none)."""
+        cell = next((cell for cell in self.cells if cell.applicable), None)
+        others = [part for part in (cell.parts if cell else ()) if part != "language model"]
+        if not others:
+            return ""
+        if len(others) == len(cell.parts if cell else ()):
+            return f"adapts the {', '.join(others)} only"
+        return f"also adapts the {', '.join(others)} (PEFT matches these names there too)"
+
 
 @dataclass(frozen=True)
 class ModuleLoraRow:
@@ -359,8 +370,10 @@ def scenario_rows(report: ModelReport) -> tuple[ScenarioRow, ...]:
 def module_lora_rows(report: ModelReport) -> tuple[ModuleLoraRow, ...]:
     """Per-module LoRA at every rank, in module-table order."""
     names = {scenario.name for scenario in report.scenarios if _is_single_module(scenario, report)}
+    first = {row.tag: row for row in reversed(report.modules)}  # a tag several rows share: its first row
     return tuple(
-        ModuleLoraRow(row, _cells_by_rank(report, row.tag)) for row in report.modules if row.tag in names
+        ModuleLoraRow(row, _cells_by_rank(report, row.tag)) for row in report.modules
+        if row.tag in names and first[row.tag] is row
     )
 
 
