@@ -12,7 +12,7 @@ from transformers.pytorch_utils import Conv1D
 
 from .data import ModelInfo, ModuleRow, Scenario
 from .methods import ALL_LINEAR
-from .roles import ATTENTION_ROLES, ROLE_ORDER, Dimensions, expected_shape, group_of, role_of
+from .roles import ATTENTION_ROLES, ROLE_ORDER, Dimensions, block_dimensions, expected_shape, group_of, role_of
 
 LAYER_INDEX = re.compile(r"\.(\d+)\.")
 
@@ -164,13 +164,16 @@ def module_rows(model: nn.Module, dims: Dimensions, output_head: bool = False) -
     blocks: dict[str, int] = defaultdict(int)  # the measured number of blocks under each layer prefix
     for (_, prefix, *_), weights in groups.items():
         blocks[prefix] = max(blocks[prefix], 1 + max((w.index or 0) for w in weights))
+    latent = any(role_of(_tag_path(weights[0])) == "kv_latent" for weights in groups.values())
     rows: list[ModuleRow] = []
     for (part, prefix, path, shape, kind, experts), weights in groups.items():
         first = weights[0]
         role = role_of(_tag_path(first))
         tag = tags[_tag_path(first)]
         indices = tuple(sorted(w.index for w in weights if w.index is not None))
-        expected = expected_shape(role, dims) if part == LANGUAGE_MODEL and prefix else None
+        widths = block_dimensions(dims, path, kind) if part == LANGUAGE_MODEL and prefix else None
+        # Multi-head latent attention's o takes heads x v_head_dim, which no common width names: no rule.
+        expected = expected_shape(role, widths) if widths and not (role == "o" and latent) else None
         expected_params = None
         if expected is not None:
             # Every block has it: the config's layer count must agree too; a hybrid's few blocks: the shape alone.

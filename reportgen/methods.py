@@ -151,6 +151,7 @@ class Plan:
     modules: tuple[str, ...] = ()  # target_modules, as PEFT is given them ("all-linear" aside)
     parameters: tuple[str, ...] = ()  # target_parameters
     layers: tuple[tuple[int | None, ...], ...] = ()  # per row: the layers adapted (None: outside the blocks)
+    conversion: str = ""  # what PEFT's transformers-5 MoE conversion does to the names, in words
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -275,6 +276,15 @@ def _convert(
     return tuple(remaining), tuple(dict.fromkeys(parameters)), tuple(ranks), tuple(alphas)
 
 
+def _conversion_note(modules: tuple[str, ...], kept: tuple[str, ...], parameters: tuple[str, ...]) -> str:
+    """The names PEFT's v5 MoE conversion moves onto the fused expert parameters, in words ("" when none)."""
+    moved = [name for name in modules if name not in kept]
+    if not moved:
+        return ""
+    return (f"PEFT's transformers-5 MoE conversion turns {', '.join(moved)} into target_parameters "
+            f"{', '.join(parameters)} (the fused experts)")
+
+
 def _all_linear_names(variant: Variant, rows: tuple[ModuleRow, ...], model_type: str) -> tuple[str, ...] | None:
     """The names PEFT's all-linear becomes on a v5 MoE model (every Linear's leaf and the v4 expert names), else None."""
     conversion = _moe_conversion(model_type) if variant.method == LORA else None
@@ -374,7 +384,8 @@ def plan_cell(scenario: Scenario, rank: int, variant: Variant, rows: tuple[Modul
         parameters = tuple(dict.fromkeys(row.peft_target for row in named if row.kind in PARAM_KINDS))
         converted, more, ranks, alphas = _convert(variant, modules, model_type, rank, alpha)
         chosen, layers = _expand(variant, rows, converted, tuple(dict.fromkeys(parameters + more)))
-        plan = Plan(chosen, False, ranks, alphas, modules=modules, parameters=parameters, layers=layers)
+        plan = Plan(chosen, False, ranks, alphas, modules=modules, parameters=parameters, layers=layers,
+                    conversion=_conversion_note(modules, converted, more))
         if not chosen:
             names = ", ".join(modules + parameters)
             plan = dataclasses.replace(plan, reason=f"not applicable: {names} reach no layer PEFT adapts here")
@@ -520,6 +531,7 @@ def formula_cell(
         status=data.OK,
         formula=" + ".join(terms),
         parts=plan.parts,
+        note=plan.conversion,
         **common,
     )
     return cell, plan

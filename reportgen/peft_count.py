@@ -139,7 +139,8 @@ def count_cell(
                 trainable, _ = peft_model.get_nb_trainable_parameters()
         except PeftRefusal as refusal:
             return dataclasses.replace(
-                cell, formula_trainable=None, percent_of_targeted=None, percent_of_model=None,
+                cell, formula_trainable=None, percent_of_targeted=None, percent_of_model=None, matrices=0,
+                targeted_params=0, formula="", parts=(),
                 status=data.NOT_APPLICABLE, note=f"not applicable: PEFT refuses this cell: {refusal}")
     status = data.OK if trainable == cell.formula_trainable else data.MISMATCH
     note = cell.note

@@ -9,7 +9,7 @@ verification" generalised.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 ATTENTION_WORDS = ("attn", "attention")
@@ -74,6 +74,8 @@ class Dimensions:
     intermediate_size: int
     vocab_size: int
     num_experts: int
+    expert_intermediate_size: int = 0  # one routed expert's MLP width (moe_intermediate_size), where declared
+    shared_intermediate_size: int = 0  # the shared experts' MLP width together, where the config says it
 
 
 def _first(config: Any, *names: str) -> int | None:
@@ -138,7 +140,31 @@ def dimensions(config: Any) -> Dimensions:
         intermediate_size=intermediate,
         vocab_size=_first(config, "vocab_size") or 0,
         num_experts=_first(config, "num_local_experts", "num_experts", "n_routed_experts") or 1,
+        expert_intermediate_size=_first(config, "moe_intermediate_size", "expert_intermediate_size") or 0,
+        shared_intermediate_size=_shared_width(config),
     )
+
+
+def _shared_width(config: Any) -> int:
+    """The shared experts' MLP width: declared (Qwen2-MoE), or one expert's width x the shared count (DeepSeek)."""
+    declared = _first(config, "shared_expert_intermediate_size")
+    if declared:
+        return declared
+    width, count = _first(config, "moe_intermediate_size"), _first(config, "n_shared_experts", "num_shared_experts")
+    return width * count if width and count else 0
+
+
+def block_dimensions(dims: Dimensions, path: str, kind: str) -> Dimensions | None:
+    """The widths a module at this path in a block must follow: the experts' own MLP width inside experts,
+    the shared experts' inside shared experts; None where the config says nothing about it."""
+    lowered = path.lower()
+    if "shared_expert" in lowered:
+        width = dims.shared_intermediate_size
+    elif kind == "experts" or "experts" in lowered.split("."):
+        width = dims.expert_intermediate_size or dims.intermediate_size
+    else:
+        return dims
+    return replace(dims, intermediate_size=width) if width else None
 
 
 def expected_shape(role: str, dims: Dimensions) -> tuple[int, int] | None:

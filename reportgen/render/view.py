@@ -75,6 +75,8 @@ class ScenarioRow:
         """The parts beyond the language model that the scenario's names reach ("" when none)."""
         cell = next((cell for cell in self.cells if cell.applicable), None)
         others = [part for part in (cell.parts if cell else ()) if part != "language model"]
+        if cell is not None and cell.confirmed and cell.note:
+            return cell.note  # PEFT's MoE conversion moved the names onto the experts
         if not others:
             return ""
         if len(others) == len(cell.parts if cell else ()):
