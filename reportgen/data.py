@@ -500,6 +500,12 @@ class ModelReport:
         return "; ".join(f"{part}{f' ({where[part]})' if part in where else ''}: {groups} module groups, "
                          f"{human_count(weights)} weights" for part, groups, weights in self.parts)
 
+    @property
+    def uncounted_label(self) -> str:
+        """The cells PEFT did not count, and why in a word: "4 not applicable, 2 no match" ("" when none)."""
+        counts = [(self.status_count(NOT_APPLICABLE), "not applicable"), (self.status_count(NO_MATCH), "no match")]
+        return ", ".join(f"{count} {label}" for count, label in counts if count)
+
     def status_count(self, status: str) -> int:
         """How many cells have this status."""
         return sum(1 for cell in self.cells if cell.status == status)

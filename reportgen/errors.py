@@ -26,4 +26,7 @@ def one_line(message: str, limit: int = 240) -> str:
     # A module's repr runs over many lines: "EncoderLayer(\n  (attn): ...\n)" -> "EncoderLayer".
     message = re.sub(r"(\w+)\(\n.*?\n\)", r"\1", message, flags=re.DOTALL)
     message = " ".join(message.split())
+    # A set of names prints in hash order, which changes from run to run: sorted, the same bytes every time.
+    message = re.sub(r"\{('[^']*'(?:, '[^']*')*)\}", lambda m: "{" + ", ".join(sorted(m.group(1).split(", "))) + "}",
+                     message)
     return message if len(message) <= limit else message[: limit - 3].rstrip() + "..."

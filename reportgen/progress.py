@@ -94,7 +94,7 @@ def summary_rows(result: RunResult, seconds: dict[str, float]) -> list[dict[str,
         rows[report.model.id] = {
             "model": report.model.id,
             "total params": f"{report.model.total_params:,}",
-            "cells": str(len(report.cells)),
+            "cells": f"{len(report.cells)}" + (f" ({report.uncounted_label})" if report.uncounted_label else ""),
             "checks passed": f"{passed}/{run}",
             "time": _seconds(seconds, report.model.id),
         }

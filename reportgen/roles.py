@@ -19,7 +19,7 @@ ROLE_BY_LEAF: dict[str, str] = {
     "q_proj": "q", "query": "q", "wq": "q", "Wq": "q", "q_lin": "q",
     "k_proj": "k", "key": "k", "wk": "k", "Wk": "k", "k_lin": "k",
     "v_proj": "v", "value": "v", "wv": "v", "Wv": "v", "v_lin": "v",
-    "o_proj": "o", "out_proj": "o", "wo": "o", "out_lin": "o",
+    "o_proj": "o", "wo": "o", "out_lin": "o",
     "qkv_proj": "qkv", "c_attn": "qkv", "query_key_value": "qkv", "Wqkv": "qkv", "W_pack": "qkv",
     "gate_proj": "gate", "w1": "gate",
     "up_proj": "up", "w3": "up", "c_fc": "up", "dense_h_to_4h": "up", "fc1": "up", "fc_in": "up",
@@ -35,6 +35,7 @@ ROLE_BY_GROUP: dict[str, dict[str, str]] = {
     "c_proj": {"attention": "o", "mlp": "down"},
     "dense": {"attention": "o", "mlp": "down"},
     "proj": {"attention": "o", "mlp": "down"},
+    "out_proj": {"attention": "o"},  # a Mamba mixer's out_proj is no attention output
 }
 ATTENTION_ROLES = ("q", "k", "v", "qkv", "o", "q_latent", "kv_latent")
 ROLE_ORDER = ("q", "q_latent", "k", "v", "kv_latent", "qkv", "o", "router", "gate", "up", "gate_up", "down", "other")
