@@ -172,8 +172,11 @@ def module_rows(model: nn.Module, dims: Dimensions, output_head: bool = False) -
         tag = tags[_tag_path(first)]
         indices = tuple(sorted(w.index for w in weights if w.index is not None))
         widths = block_dimensions(dims, path, kind) if part == LANGUAGE_MODEL and prefix else None
-        # Multi-head latent attention's o takes heads x v_head_dim, which no common width names: no rule.
-        expected = expected_shape(role, widths) if widths and not (role == "o" and latent) else None
+        # Multi-head latent attention's q and o take heads x (nope + rope) and heads x v_head_dim, which no
+        # common width names; an attention over a wider input (Zamba2's shared block) neither: no rule.
+        wider = dims.attention_input not in (0, dims.hidden_size)
+        unruled = (latent or wider) and role in ATTENTION_ROLES
+        expected = expected_shape(role, widths) if widths and not unruled else None
         expected_params = None
         if expected is not None:
             # Every block has it: the config's layer count must agree too; a hybrid's few blocks: the shape alone.
@@ -221,6 +224,18 @@ def _group(role: str, path: str) -> str:
     return group
 
 
+def unique_params(model: nn.Module) -> int:
+    """The module table's weights and biases, each tensor once (Zamba2's shared block reuses one in several layers)."""
+    seen: dict[int, int] = {}
+    for weight in _weights(model):
+        module = model.get_submodule(weight.module_path if weight.prefix == "" else
+                                     f"{weight.prefix}.{weight.index}.{weight.module_path}")
+        for name, param in module.named_parameters(recurse=False):
+            if weight.kind in ("linear", "conv1d") or weight.path.endswith("." + name):
+                seen[id(param)] = param.numel()
+    return sum(seen.values())
+
+
 def model_info(
     model: PreTrainedModel, model_id: str, source: str, rows: tuple[ModuleRow, ...], dims: Dimensions
 ) -> ModelInfo:
@@ -241,7 +256,7 @@ def model_info(
         architecture=type(model).__name__,
         model_type=str(config.model_type),
         total_params=total,
-        linear_params=sum(row.params + row.bias_params for row in rows),
+        linear_params=unique_params(model),
         tied_embeddings=bool(tied),
         num_layers=dims.num_layers,
         hidden_size=dims.hidden_size,

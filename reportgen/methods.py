@@ -304,7 +304,11 @@ def _all_linear(variant: Variant, rows: tuple[ModuleRow, ...], model_type: str, 
         return Plan(chosen, True, layers=tuple(_row_layers(row) for row in chosen))
     modules, parameters, ranks, alphas = _convert(variant, names, model_type, rank, alpha)
     chosen, layers = _expand(variant, rows, modules, parameters)
-    return Plan(chosen, True, ranks, alphas, modules=modules, parameters=parameters, layers=layers)
+    left = [row.tag for row in rows if row.kind in ("linear", "conv1d") and row.part != "output head"
+            and row not in chosen]
+    note = (f"PEFT's transformers-5 MoE conversion maps {', '.join(n for n in names if n not in modules)} onto the "
+            f"fused experts, so these Linear layers get no adapter: {', '.join(dict.fromkeys(left))}") if left else ""
+    return Plan(chosen, True, ranks, alphas, modules=modules, parameters=parameters, layers=layers, conversion=note)
 
 
 def _parent(row: ModuleRow) -> tuple[str, str]:

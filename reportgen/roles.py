@@ -77,6 +77,7 @@ class Dimensions:
     num_experts: int
     expert_intermediate_size: int = 0  # one routed expert's MLP width (moe_intermediate_size), where declared
     shared_intermediate_size: int = 0  # the shared experts' MLP width together, where the config says it
+    attention_input: int = 0  # the width attention reads, where a config says it differs from hidden (Zamba2)
 
 
 def _first(config: Any, *names: str) -> int | None:
@@ -127,10 +128,10 @@ def dimensions(config: Any) -> Dimensions:
     else:
         kv_heads = _first(config, "num_key_value_heads", "num_kv_heads", "n_head_kv") or heads
     head_dim = _first(config, "head_dim") or (hidden // heads if heads else 0)
-    intermediate = _first(config, "intermediate_size", "n_inner", "ffn_hidden_size", "ffn_dim")
+    intermediate = _first(config, "intermediate_size", "n_inner", "ffn_hidden_size", "ffn_dim", "dff")
     if intermediate is None:
         # GPT-2 leaves n_inner unset for 4 x hidden; a per-layer value is no single width.
-        per_layer = _per_layer(config, "intermediate_size", "n_inner", "ffn_hidden_size", "ffn_dim")
+        per_layer = _per_layer(config, "intermediate_size", "n_inner", "ffn_hidden_size", "ffn_dim", "dff")
         intermediate = 0 if per_layer else 4 * hidden
     return Dimensions(
         hidden_size=hidden,
@@ -143,6 +144,7 @@ def dimensions(config: Any) -> Dimensions:
         num_experts=_first(config, "num_local_experts", "num_experts", "n_routed_experts") or 1,
         expert_intermediate_size=_first(config, "moe_intermediate_size", "expert_intermediate_size") or 0,
         shared_intermediate_size=_shared_width(config),
+        attention_input=_first(config, "attention_hidden_size") or hidden,
     )
 
 
