@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
-from .data import ModelInfo, ModuleRow, Scenario
-from .methods import ALL_LINEAR
-from .roles import ATTENTION_ROLES, ROLE_ORDER, Dimensions, block_dimensions, expected_shape, group_of, role_of
+from .data import Dimensions, ModelFacts, ModelInfo, ModuleRow, Scenario
+from .variants import ALL_LINEAR, Variant
+from .roles import ATTENTION_ROLES, ROLE_ORDER, block_dimensions, expected_shape, group_of, role_of
 
 LAYER_INDEX = re.compile(r"\.(\d+)\.")
 
@@ -258,13 +259,7 @@ def model_info(
         total_params=total,
         linear_params=unique_params(model),
         tied_embeddings=bool(tied),
-        num_layers=dims.num_layers,
-        hidden_size=dims.hidden_size,
-        num_attention_heads=dims.num_attention_heads,
-        num_key_value_heads=dims.num_key_value_heads,
-        head_dim=dims.head_dim,
-        intermediate_size=dims.intermediate_size,
-        vocab_size=dims.vocab_size,
+        dimensions=dims,
     )
 
 
@@ -273,3 +268,22 @@ def default_scenarios(rows: tuple[ModuleRow, ...], extra: tuple[Scenario, ...] =
     tags = dict.fromkeys(row.tag for row in rows)  # a tag several rows share (several shapes, towers) once
     singles = tuple(Scenario(tag, (tag,), f"{tag} alone") for tag in tags)
     return SEED_SCENARIOS + singles + extra
+
+
+def model_facts(model: nn.Module, total_params: int, variants: Iterable[Variant]) -> ModelFacts:
+    """The bias total and the size of every module a variant's modules_to_save names."""
+    names = {name for variant in variants for name in variant.get("modules_to_save", None) or ()}
+    sizes: dict[str, int] = {}
+    for wanted in sorted(names):
+        seen: set[int] = set()
+        count = 0
+        for name, module in model.named_modules():
+            if name == wanted or name.endswith("." + wanted):
+                for param in module.parameters():
+                    if id(param) not in seen:
+                        seen.add(id(param))
+                        count += param.numel()
+        sizes[wanted] = count
+    bias = sum(param.numel() for name, param in model.named_parameters() if "bias" in name)
+    model_type = str(getattr(getattr(model, "config", None), "model_type", ""))
+    return ModelFacts(model_type, total_params, bias, tuple(sizes.items()))

@@ -112,7 +112,7 @@ def _study_matrix(ranks: tuple[int, ...], methods: str | None, matrix_file: Path
                   scenarios: tuple[Scenario, ...]) -> dict[str, Any]:
     """Study keyword arguments from the matrix file (or the default matrix) and the command-line overrides."""
     from .matrix import Matrix, load_matrix
-    from .methods import parse_methods
+    from .variants import parse_methods
 
     matrix = _usage(lambda: load_matrix(matrix_file)) if matrix_file is not None else Matrix()
     variants = _usage(lambda: parse_methods(methods)) if methods else matrix.variants

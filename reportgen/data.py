@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,12 +57,64 @@ def lora_matrix_params(out_features: int, in_features: int, rank: int) -> int:
 
 
 @dataclass(frozen=True)
+class ReferenceConfig:
+    """The walk-through's own PEFT step, which every model repeats and the merge check adapts with."""
+
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    scenario: str = "qkvo"  # q, k, v and o
+    method: str = "lora"
+
+    @property
+    def label(self) -> str:
+        """In words, for headings: "q, k, v, o at r=16"."""
+        return f"q, k, v, o at r={self.rank}"
+
+
+REFERENCE = ReferenceConfig()  # LoraConfig(r=16, lora_alpha=32, target_modules=[q, k, v, o], lora_dropout=0.05)
+
+
+@dataclass(frozen=True)
 class Scenario:
     """A named set of LoRA targets: module roles or tags, or PEFT's own "all-linear"."""
 
     name: str
     targets: tuple[str, ...]
     purpose: str = ""
+
+
+@dataclass(frozen=True)
+class Dimensions:
+    """The language model's widths as its config declares them, under their common names: the one record of them.
+
+    0 where the config declares no single value (an attention-free model's heads,
+    a per-layer intermediate size); no shape rule uses such a width.
+    """
+
+    num_layers: int
+    hidden_size: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    # Not in report.json: what the shape rules of experts and of unusual attention read.
+    num_experts: int = field(default=1, metadata={"json": False})
+    expert_intermediate_size: int = field(default=0, metadata={"json": False})  # one routed expert's MLP width
+    shared_intermediate_size: int = field(default=0, metadata={"json": False})  # the shared experts' MLP width
+    attention_input: int = field(default=0, metadata={"json": False})  # what attention reads, if not hidden (Zamba2)
+
+    @property
+    def label(self) -> str:
+        """The language model's widths in words; a width its config does not declare as one number is left out."""
+        parts = [f"{self.num_layers} layers" if self.num_layers else "layers not declared",
+                 f"hidden {self.hidden_size:,}" if self.hidden_size else "",
+                 f"{self.num_attention_heads} heads ({self.num_key_value_heads} key/value), head_dim {self.head_dim}"
+                 if self.num_attention_heads else "no attention heads declared",
+                 f"intermediate {self.intermediate_size:,}" if self.intermediate_size else "intermediate size per layer",
+                 f"vocabulary {self.vocab_size:,}" if self.vocab_size else ""]
+        return ", ".join(part for part in parts if part)
 
 
 @dataclass(frozen=True)
@@ -75,29 +128,12 @@ class ModelInfo:
     total_params: int
     linear_params: int
     tied_embeddings: bool
-    num_layers: int
-    hidden_size: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int
-    intermediate_size: int
-    vocab_size: int
+    dimensions: Dimensions = field(metadata={"json": "inline"})  # report.json lists its widths in place
     build_note: str = ""  # what was built when it is not transformers' causal LM of the config
 
     @property
     def total_human(self) -> str:
         return human_count(self.total_params)
-
-    @property
-    def dimensions_label(self) -> str:
-        """The language model's widths in words; a width its config does not declare as one number is left out."""
-        parts = [f"{self.num_layers} layers" if self.num_layers else "layers not declared",
-                 f"hidden {self.hidden_size:,}" if self.hidden_size else "",
-                 f"{self.num_attention_heads} heads ({self.num_key_value_heads} key/value), head_dim {self.head_dim}"
-                 if self.num_attention_heads else "no attention heads declared",
-                 f"intermediate {self.intermediate_size:,}" if self.intermediate_size else "intermediate size per layer",
-                 f"vocabulary {self.vocab_size:,}" if self.vocab_size else ""]
-        return ", ".join(part for part in parts if part)
 
     @property
     def linear_millions(self) -> float:
@@ -240,6 +276,21 @@ class Cell:
     def plain_scaling(self) -> float | None:
         """alpha/r: the scaling plain LoRA would use with the same alpha."""
         return None if self.alpha is None else self.alpha / self.rank
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a cell's extras add beyond the adapted layers, read once from the model."""
+
+    model_type: str
+    total_params: int
+    bias_params: int  # every parameter whose name contains "bias" (PEFT's bias="all" rule)
+    module_params: tuple[tuple[str, int], ...]  # modules_to_save name -> parameters of the modules it names
+
+    def saved_params(self, names: Iterable[str]) -> int:
+        """Parameters PEFT copies for modules_to_save."""
+        sizes = dict(self.module_params)
+        return sum(sizes.get(name, 0) for name in names)
 
 
 @dataclass(frozen=True)
@@ -594,7 +645,16 @@ class RunResult:
 def to_jsonable(value: Any) -> Any:
     """A dataclass tree as plain JSON types (tuples become lists), field order kept."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        payload: dict[str, Any] = {}
+        for f in dataclasses.fields(value):
+            if f.metadata.get("json") is False:
+                continue
+            item = to_jsonable(getattr(value, f.name))
+            if f.metadata.get("json") == "inline":  # a nested record whose fields read as the parent's own
+                payload.update(item)
+            else:
+                payload[f.name] = item
+        return payload
     if isinstance(value, (list, tuple)):
         return [to_jsonable(item) for item in value]
     if isinstance(value, dict):

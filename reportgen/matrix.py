@@ -24,7 +24,7 @@ from typing import Any
 
 from .data import Scenario
 from .errors import UsageError
-from .methods import BUILTIN_VARIANTS, DEFAULT_VARIANTS, Variant, make_variant
+from .variants import BUILTIN_VARIANTS, DEFAULT_VARIANTS, Variant, make_variant
 
 DEFAULT_RANKS = (8, 16)
 KEYS = {"ranks", "methods", "scenario", "method"}

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .data import GIB, Cell, MemoryAssumptions, MemoryRow, ModelInfo, ModuleRow
+from .data import GIB, Cell, Dimensions, MemoryAssumptions, MemoryRow, ModelInfo, ModuleRow
 from .errors import ReportgenError
 
 FULL_SCENARIO = "all_parameters"
@@ -30,19 +30,47 @@ DROPOUT_NAMES = (
 
 @dataclass(frozen=True)
 class MemoryShape:
-    """The widths the activation formula needs, read from the config and the module table."""
+    """The shape of the activation formula: the model's widths, and what the module table and config add."""
 
-    layers: int
-    hidden: int
-    heads: int
-    q_width: int  # heads * head_dim
-    kv_width: int  # kv heads * head_dim
-    intermediate: int  # per expert for mixtures of experts
-    vocab: int
+    dims: Dimensions
     gated_mlp: bool
-    experts: int
     experts_per_token: int
     dropout: bool
+
+    @property
+    def layers(self) -> int:
+        return self.dims.num_layers
+
+    @property
+    def hidden(self) -> int:
+        return self.dims.hidden_size
+
+    @property
+    def heads(self) -> int:
+        return self.dims.num_attention_heads
+
+    @property
+    def q_width(self) -> int:
+        """heads * head_dim."""
+        return self.dims.num_attention_heads * self.dims.head_dim
+
+    @property
+    def kv_width(self) -> int:
+        """kv heads * head_dim."""
+        return self.dims.num_key_value_heads * self.dims.head_dim
+
+    @property
+    def intermediate(self) -> int:
+        """The MLP width (per expert for mixtures of experts)."""
+        return self.dims.intermediate_size
+
+    @property
+    def vocab(self) -> int:
+        return self.dims.vocab_size
+
+    @property
+    def experts(self) -> int:
+        return self.dims.num_experts
 
 
 def experts_per_token(config: Any) -> int:
@@ -61,19 +89,12 @@ def has_dropout(config: Any) -> bool:
     )
 
 
-def memory_shape(info: ModelInfo, rows: tuple[ModuleRow, ...], config: Any, num_experts: int = 1) -> MemoryShape:
+def memory_shape(dims: Dimensions, rows: tuple[ModuleRow, ...], config: Any) -> MemoryShape:
     """The shape of the activation formula for one model."""
     return MemoryShape(
-        layers=info.num_layers,
-        hidden=info.hidden_size,
-        heads=info.num_attention_heads,
-        q_width=info.num_attention_heads * info.head_dim,
-        kv_width=info.num_key_value_heads * info.head_dim,
-        intermediate=info.intermediate_size,
-        vocab=info.vocab_size,
+        dims=dims,
         gated_mlp=any(row.role in ("gate", "gate_up") for row in rows),
-        experts=num_experts,
-        experts_per_token=experts_per_token(config) if num_experts > 1 else 1,
+        experts_per_token=experts_per_token(config) if dims.num_experts > 1 else 1,
         dropout=has_dropout(config),
     )
 

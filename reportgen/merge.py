@@ -26,15 +26,13 @@ from torch import nn
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from .build import build_meta_model
-from .data import MergeCheck
+from .data import REFERENCE, MergeCheck
 from .errors import UsageError
 
 GB = 1024**3
 CPU_BUDGET_GB = 8.0  # fits every bundled model up to ~1.5B whole on a 24 GB laptop; larger ones as a replica
 CUDA_BUDGET_FRACTION = 0.5  # of the GPU's own memory
 REPLICA_LAYERS = 2  # at least two blocks, so a stack (and an alternating layer pattern) is exercised
-RANK = 16  # the walk-through's LoraConfig: r=16, lora_alpha=32
-ALPHA = 32
 SEED = 0
 RUNTIME_BYTES = 512 * 1024**2  # the interpreter, torch, transformers and PEFT themselves (~0.4 GB RSS)
 BATCH = (2, 4)  # (sequences, tokens): 8 token positions; the forward passes cost in proportion
@@ -409,7 +407,7 @@ def _adapt(model: PreTrainedModel, targets: Sequence[str], filler: PatternFill) 
     """The model wrapped by PEFT (in place, no copy of the base weights) with non-zero A and B."""
     target_modules: str | list[str] = "all-linear" if list(targets) == ["all-linear"] else list(targets)
     config = LoraConfig(
-        r=RANK, lora_alpha=ALPHA, target_modules=target_modules, lora_dropout=0.0, bias="none",
+        r=REFERENCE.rank, lora_alpha=REFERENCE.alpha, target_modules=target_modules, lora_dropout=0.0, bias="none",
         task_type="CAUSAL_LM",
         init_lora_weights=False,  # PEFT's default zeroes B, which would make the check vacuous; filled below
     )
@@ -425,7 +423,7 @@ def _adapt(model: PreTrainedModel, targets: Sequence[str], filler: PatternFill) 
 
 def _materialised(chosen: MergePlan, targets: Sequence[str], dtype_name: str) -> str:
     """What was built, in words, with its numbers."""
-    lora = f"LoRA r={RANK}, alpha={ALPHA} on {', '.join(targets)}"
+    lora = f"LoRA r={REFERENCE.rank}, alpha={REFERENCE.alpha} on {', '.join(targets)}"
     weights = f"random weights (seeded pattern), {dtype_name}"
     if chosen.kind == "whole":
         return f"whole model: all {chosen.total_layers} layers, {weights}, ~{chosen.needed_bytes / GB:.1f} GB; {lora}"

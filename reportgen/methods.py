@@ -27,117 +27,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
-
 from . import data
 from .data import Cell, ModuleRow, Scenario
+from .variants import ALL_LINEAR, BUILTIN_VARIANTS, IA3, LOHA, LOKR, LORA, PARAM_KINDS, VERA, Variant
 from .roles import ROLE_ORDER
-from .errors import UsageError
-
-ALL_LINEAR = "all-linear"  # PEFT's own shorthand: every Linear/Conv1D but the output head
-LORA, LOHA, LOKR, VERA, IA3 = "lora", "loha", "lokr", "vera", "ia3"
-PARAM_KINDS = ("experts", "param")  # reached through target_parameters (PEFT's ParamWrapper)
-
-# Options each PEFT method accepts here (every one has a closed form below).
-METHOD_OPTIONS: dict[str, frozenset[str]] = {
-    LORA: frozenset({"use_dora", "use_rslora", "lora_bias", "bias", "modules_to_save", "layers_to_transform",
-                     "rank_pattern", "alpha_pattern", "lora_alpha"}),
-    LOHA: frozenset({"modules_to_save", "layers_to_transform", "rank_pattern", "alpha_pattern", "alpha"}),
-    LOKR: frozenset({"modules_to_save", "layers_to_transform", "rank_pattern", "alpha_pattern", "alpha"}),
-    VERA: frozenset({"modules_to_save", "layers_to_transform", "bias"}),
-    IA3: frozenset({"modules_to_save"}),
-}
-BIAS_MODES = ("none", "lora_only", "all")
-
-
-@dataclass(frozen=True)
-class Variant:
-    """A PEFT method with options, under the name its cells carry in ``method``."""
-
-    name: str
-    method: str
-    options: tuple[tuple[str, Any], ...] = ()
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """One option's value, or the default."""
-        return dict(self.options).get(key, default)
-
-    @property
-    def option_labels(self) -> tuple[tuple[str, str], ...]:
-        return tuple((key, str(value)) for key, value in self.options)
-
-
-BUILTIN_VARIANTS: dict[str, Variant] = {
-    "lora": Variant("lora", LORA),
-    "dora": Variant("dora", LORA, (("use_dora", True),)),
-    "rslora": Variant("rslora", LORA, (("use_rslora", True),)),
-    "loha": Variant("loha", LOHA),
-    "lokr": Variant("lokr", LOKR),
-    "vera": Variant("vera", VERA),
-    "ia3": Variant("ia3", IA3),
-}
-DEFAULT_VARIANTS: tuple[Variant, ...] = (BUILTIN_VARIANTS["lora"],)
-
-
-def make_variant(name: str, method: str, options: dict[str, Any]) -> Variant:
-    """A variant checked against the options its method accepts (UsageError otherwise)."""
-    if method not in METHOD_OPTIONS:
-        raise UsageError(f"method {name!r}: unknown PEFT method {method!r} (one of: {', '.join(METHOD_OPTIONS)})")
-    unknown = sorted(set(options) - METHOD_OPTIONS[method])
-    if unknown:
-        raise UsageError(
-            f"method {name!r}: {method} has no option {', '.join(unknown)} here "
-            f"(it accepts: {', '.join(sorted(METHOD_OPTIONS[method]))})"
-        )
-    if options.get("bias", "none") not in BIAS_MODES:
-        raise UsageError(f"method {name!r}: bias must be one of {', '.join(BIAS_MODES)}")
-    return Variant(name, method, tuple(sorted(options.items())))
-
-
-def parse_methods(text: str) -> tuple[Variant, ...]:
-    """``lora,dora,loha`` -> the built-in variants of those names (UsageError for an unknown one)."""
-    variants: list[Variant] = []
-    for name in (part.strip() for part in text.split(",")):
-        if name not in BUILTIN_VARIANTS:
-            raise UsageError(f"unknown method {name!r} (one of: {', '.join(BUILTIN_VARIANTS)})")
-        if BUILTIN_VARIANTS[name] not in variants:
-            variants.append(BUILTIN_VARIANTS[name])
-    return tuple(variants)
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """What a cell's extras add beyond the adapted layers, read once from the model."""
-
-    model_type: str
-    total_params: int
-    bias_params: int  # every parameter whose name contains "bias" (PEFT's bias="all" rule)
-    module_params: tuple[tuple[str, int], ...]  # modules_to_save name -> parameters of the modules it names
-
-    def saved_params(self, names: Iterable[str]) -> int:
-        """Parameters PEFT copies for modules_to_save."""
-        sizes = dict(self.module_params)
-        return sum(sizes.get(name, 0) for name in names)
-
-
-def model_facts(model: nn.Module, total_params: int, variants: Iterable[Variant]) -> ModelFacts:
-    """The bias total and the size of every module a variant's modules_to_save names."""
-    names = {name for variant in variants for name in variant.get("modules_to_save", None) or ()}
-    sizes: dict[str, int] = {}
-    for wanted in sorted(names):
-        seen: set[int] = set()
-        count = 0
-        for name, module in model.named_modules():
-            if name == wanted or name.endswith("." + wanted):
-                for param in module.parameters():
-                    if id(param) not in seen:
-                        seen.add(id(param))
-                        count += param.numel()
-        sizes[wanted] = count
-    bias = sum(param.numel() for name, param in model.named_parameters() if "bias" in name)
-    model_type = str(getattr(getattr(model, "config", None), "model_type", ""))
-    return ModelFacts(model_type, total_params, bias, tuple(sizes.items()))
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -480,7 +373,7 @@ def scaling(variant: Variant, rank: int) -> float | None:
     return alpha / math.sqrt(rank) if variant.get("use_rslora") else alpha / rank
 
 
-def _extras(variant: Variant, plan: Plan, facts: ModelFacts) -> list[tuple[str, int]]:
+def _extras(variant: Variant, plan: Plan, facts: data.ModelFacts) -> list[tuple[str, int]]:
     """Trainables beyond the adapters: biases and modules_to_save copies."""
     extras: list[tuple[str, int]] = []
     bias = variant.get("bias", "none")
@@ -496,7 +389,7 @@ def _extras(variant: Variant, plan: Plan, facts: ModelFacts) -> list[tuple[str, 
 
 
 def formula_cell(
-    scenario: Scenario, rank: int, variant: Variant, rows: tuple[ModuleRow, ...], facts: ModelFacts
+    scenario: Scenario, rank: int, variant: Variant, rows: tuple[ModuleRow, ...], facts: data.ModelFacts
 ) -> tuple[Cell, Plan]:
     """A cell counted by the closed form alone (PEFT's count is added by the peft stage)."""
     plan = plan_cell(scenario, rank, variant, rows, facts.model_type)

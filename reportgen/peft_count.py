@@ -20,14 +20,9 @@ from transformers.initialization import no_init_weights
 from . import data
 from .data import Cell, PeftReference
 from .errors import one_line
-from .methods import (
-    ALL_LINEAR, BUILTIN_VARIANTS, IA3, LOHA, LOKR, LORA, PARAM_KINDS, VERA, Plan, Variant, default_alpha,
-)
-
-# The walk-through's own PEFT step: LoraConfig(r=16, lora_alpha=32, q/k/v/o, dropout 0.05).
-REFERENCE_RANK = 16
-REFERENCE_ALPHA = 32
-REFERENCE_DROPOUT = 0.05
+from .data import REFERENCE
+from .methods import Plan, default_alpha
+from .variants import ALL_LINEAR, BUILTIN_VARIANTS, IA3, LOHA, LOKR, LORA, PARAM_KINDS, VERA, Variant
 
 
 def peft_config(variant: Variant, plan: Plan, rank: int, dropout: float = 0.0, alpha: float | None = None) -> PeftConfig:
@@ -201,8 +196,8 @@ def reference_step(model: PreTrainedModel, plan: Plan) -> tuple[PeftReference, s
     """The walk-through's PEFT step on this model: PEFT's summary line and the wrapped printout."""
     experts = any(row.kind in PARAM_KINDS for row in plan.rows)
     # PEFT refuses dropout on fused expert parameters.
-    dropout = 0.0 if experts else REFERENCE_DROPOUT
-    config = peft_config(BUILTIN_VARIANTS["lora"], plan, REFERENCE_RANK, dropout=dropout, alpha=REFERENCE_ALPHA)
+    dropout = 0.0 if experts else REFERENCE.dropout
+    config = peft_config(BUILTIN_VARIANTS[REFERENCE.method], plan, REFERENCE.rank, dropout=dropout, alpha=REFERENCE.alpha)
     with adapted(model, config) as peft_model:
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
@@ -211,7 +206,7 @@ def reference_step(model: PreTrainedModel, plan: Plan) -> tuple[PeftReference, s
         printout = repr(peft_model)
     targets = ALL_LINEAR if plan.all_linear else ", ".join(sorted(plan.modules + plan.parameters))
     description = (
-        f"LoraConfig(r={REFERENCE_RANK}, lora_alpha={REFERENCE_ALPHA}, target_modules=[{targets}], "
+        f"LoraConfig(r={REFERENCE.rank}, lora_alpha={REFERENCE.alpha}, target_modules=[{targets}], "
         f"lora_dropout={dropout}, bias=\"none\", task_type=\"CAUSAL_LM\")"
     )
     reference = PeftReference(

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import itertools
 import logging
 import platform
 import re
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -18,19 +15,18 @@ from typing import Any
 
 from . import data
 from .data import (
+    REFERENCE,
     Environment, MemoryAssumptions, MergeCheck, ModelFailure, ModelReport, Printouts, RunResult, Scenario,
 )
 from .errors import ReportgenError, one_line
 from .matrix import DEFAULT_RANKS
-from .methods import DEFAULT_VARIANTS, Plan, Variant
+from .methods import Plan
+from .variants import DEFAULT_VARIANTS, Variant
+from .output import unique_slugs
 from .resolve import ModelSpec, resolve
 
 log = logging.getLogger(__name__)
 
-MAX_SLUG = 80
-HASH_LENGTH = 8
-# Names Windows reserves whatever the extension: a folder called "con" cannot be created there.
-RESERVED_NAMES = {"con", "prn", "aux", "nul"} | {f"{port}{n}" for port in ("com", "lpt") for n in range(1, 10)}
 
 
 @dataclass(frozen=True)
@@ -70,43 +66,6 @@ def environment() -> Environment:
     )
 
 
-def slugify(model_id: str) -> str:
-    """A folder name for a model id: ASCII letters, digits, '.', '_' and '-', never hidden or '..', bounded.
-
-    An id that reads the same as its folder name (``org/name`` -> ``org--name``)
-    keeps it; any other gets a short hash of the id so that lossy names stay apart.
-    """
-    plain = model_id.replace("/", "--")
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", plain).strip(".-_")
-    if readable and readable == plain and len(readable) <= MAX_SLUG and readable.split(".")[0].lower() not in RESERVED_NAMES:
-        return readable
-    return _hashed(readable, model_id)
-
-
-def _hashed(readable: str, key: str) -> str:
-    """readable, cut to fit, with the first hex digits of key's SHA-256 appended."""
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_LENGTH]
-    stem = readable[: MAX_SLUG - HASH_LENGTH - 1].rstrip(".-_") or "model"
-    if stem.split(".")[0].lower() in RESERVED_NAMES:
-        stem = stem.replace(".", "-", 1)  # "nul.json" would still be reserved on Windows, "nul-json" is not
-    return f"{stem}-{digest}"
-
-
-def unique_slugs(ids: Sequence[str]) -> list[str]:
-    """One slug per id, distinct even on a case-insensitive file system (clashes get a hash of the id)."""
-    slugs = [slugify(model_id) for model_id in ids]
-    for attempt in itertools.count():
-        counts = Counter(slug.lower() for slug in slugs)
-        clashing = [n for n, slug in enumerate(slugs) if counts[slug.lower()] > 1]
-        if not clashing:
-            return slugs
-        for n in clashing:
-            # First by the id alone (stable across runs); a repeated id also by its position.
-            key = ids[n] if attempt == 0 else f"{ids[n]}\n{n}\n{attempt}"
-            slugs[n] = _hashed(slugs[n], key)
-    raise AssertionError("unreachable")
-
-
 def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | None = None) -> ModelReport:
     """The whole report of one model line (raises ReportgenError for input the user can fix)."""
     # Imported here so that `reportgen --help` and usage errors never pay for torch.
@@ -114,7 +73,9 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
     from .build import build_meta_model, describe_build, load_config
     from .memory import memory_rows, memory_shape
     from .explain import count_lines
-    from .methods import BUILTIN_VARIANTS, formula_cell, model_facts
+    from .analyse import model_facts
+    from .methods import formula_cell
+    from .variants import BUILTIN_VARIANTS
     from .peft_count import PeftRefusal, count_cells, reference_step
     from .roles import dimensions
 
@@ -136,14 +97,15 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
         info = dataclasses.replace(info, build_note=describe_build(resolved, model, study.trust_remote_code))
         scenarios = default_scenarios(rows, study.scenarios)
         base_printout = repr(model)
-        shape = memory_shape(info, rows, config, dims.num_experts)
+        shape = memory_shape(dims, rows, config)
     progress.on_stage(spec.text, "peft")
     facts = model_facts(model, info.total_params, study.variants)
     with _stage(spec.text, "peft"):
         progress.on_cells(len(study.variants) * len(scenarios) * len(study.ranks))
         # The walk-through's PEFT step targets q, k, v and o at r=16 (lora_alpha 32 = 2r, as every cell).
-        qkvo, lora = SEED_SCENARIOS[1], BUILTIN_VARIANTS["lora"]
-        _, reference_plan = formula_cell(qkvo, 16, lora, reachable, facts)
+        qkvo = next(scenario for scenario in SEED_SCENARIOS if scenario.name == REFERENCE.scenario)
+        lora = BUILTIN_VARIANTS[REFERENCE.method]
+        _, reference_plan = formula_cell(qkvo, REFERENCE.rank, lora, reachable, facts)
         reference, peft_printout = (None, "")
         if reference_plan.rows and not reference_plan.reason:
             with contextlib.suppress(PeftRefusal):  # then its cell says why, counted like any other
@@ -155,7 +117,7 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
                 for rank in study.ranks:
                     cell, plan = formula_cell(scenario, rank, variant, reachable, facts)
                     # The reference step is PEFT applied to this same cell (its dropout adds no parameter).
-                    same = (scenario, rank, variant) == (qkvo, 16, lora)
+                    same = (scenario, rank, variant) == (qkvo, REFERENCE.rank, lora)
                     counted = reference.trainable_params if same and reference is not None else None
                     todo.append((cell, plan, variant, counted))
         cells = count_cells(model, todo, study.cell_jobs, progress.on_cell)

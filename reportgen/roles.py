@@ -9,8 +9,10 @@ verification" generalised.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
+
+from .data import Dimensions
 
 ATTENTION_WORDS = ("attn", "attention")
 MLP_WORDS = ("mlp", "feed_forward", "ffn", "moe", "experts")
@@ -61,23 +63,6 @@ def role_of(path: str) -> str:
     if role in ATTENTION_ROLES and group == "mlp":
         return "other"
     return role
-
-
-@dataclass(frozen=True)
-class Dimensions:
-    """The widths a config declares, under their common names (0: the config declares no single value)."""
-
-    hidden_size: int
-    num_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int
-    intermediate_size: int
-    vocab_size: int
-    num_experts: int
-    expert_intermediate_size: int = 0  # one routed expert's MLP width (moe_intermediate_size), where declared
-    shared_intermediate_size: int = 0  # the shared experts' MLP width together, where the config says it
-    attention_input: int = 0  # the width attention reads, where a config says it differs from hidden (Zamba2)
 
 
 def _first(config: Any, *names: str) -> int | None:

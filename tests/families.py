@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from reportgen.data import ModelReport
-from reportgen.methods import Variant
+from reportgen.variants import Variant
 from reportgen.pipeline import Study, analyse_spec
 from reportgen.resolve import ModelSpec
 

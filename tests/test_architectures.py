@@ -6,7 +6,7 @@ import pytest
 
 from reportgen import data
 from reportgen.data import Scenario
-from reportgen.methods import BUILTIN_VARIANTS, parse_methods
+from reportgen.variants import BUILTIN_VARIANTS, parse_methods
 from reportgen.pipeline import Study, analyse_spec
 from reportgen.resolve import ModelSpec, catalog_ids
 
@@ -83,7 +83,8 @@ def test_every_bundled_config_every_method(model_id: str) -> None:
     # The seed scenarios under every built-in method at odd and even ranks, on one meta model per config.
     from reportgen.analyse import SEED_SCENARIOS, model_info, module_rows
     from reportgen.build import build_meta_model, load_config
-    from reportgen.methods import formula_cell, model_facts
+    from reportgen.analyse import model_facts
+    from reportgen.methods import formula_cell
     from reportgen.peft_count import count_cell
     from reportgen.resolve import resolve
     from reportgen.roles import dimensions

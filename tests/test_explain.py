@@ -10,7 +10,7 @@ from reportgen.pipeline import Study, analyse_spec
 from reportgen.resolve import ModelSpec, catalog_ids
 from tests.families import study_report, write_config
 from tests.test_published_totals import PUBLISHED_TOTALS
-from reportgen.methods import BUILTIN_VARIANTS
+from reportgen.variants import BUILTIN_VARIANTS
 
 # Checkpoint tensor totals: PUBLISHED_TOTALS.md's figures, where the checkpoint stores more than the module
 # parameters (its notes and SOURCES.md: gpt2's 12 causal-mask buffers of 1024x1024, falcon-7b's tied lm_head stored

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from reportgen.cli import cli
 from reportgen.errors import UsageError
 from reportgen.matrix import Matrix, load_matrix, parse_matrix
-from reportgen.methods import BUILTIN_VARIANTS
+from reportgen.variants import BUILTIN_VARIANTS
 from tests.families import write_config
 
 STUDY = """

@@ -53,7 +53,7 @@ def headline(report: ModelReport, method: str) -> MemoryRow:
 def rows_with(report: ModelReport, assumptions: MemoryAssumptions) -> dict[str, MemoryRow]:
     """The headline rows of the same counted cells under other assumptions (no PEFT re-run)."""
     config = load_config(resolve(ModelSpec(report.model.id, "test")))
-    shape = memory_shape(report.model, report.modules, config)
+    shape = memory_shape(report.model.dimensions, report.modules, config)
     rows = memory_rows(report.model, report.modules, report.cells, shape, assumptions, report.ranks)
     return {row.method: row for row in rows if row.headline}
 

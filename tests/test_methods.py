@@ -11,7 +11,8 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from reportgen import data
 from reportgen.errors import UsageError
-from reportgen.methods import BUILTIN_VARIANTS, factorization, make_variant, parse_methods, plan_cell
+from reportgen.methods import factorization, plan_cell
+from reportgen.variants import BUILTIN_VARIANTS, make_variant, parse_methods
 from reportgen.peft_count import peft_config
 from tests.families import FAMILIES, study_report, write_config
 

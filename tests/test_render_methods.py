@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from reportgen import data
 from reportgen.cli import cli
 from reportgen.data import ModelReport, RunResult
-from reportgen.methods import BUILTIN_VARIANTS
+from reportgen.variants import BUILTIN_VARIANTS
 from reportgen.render.html import index_html, report_html
 from reportgen.render.markdown import index_markdown, report_markdown, summary_markdown
 from reportgen.render.view import report_view

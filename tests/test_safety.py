@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from reportgen.cli import cli
 from reportgen.errors import ReportgenError
 from reportgen.output import inside, write_file
-from reportgen.pipeline import MAX_SLUG, slugify, unique_slugs
+from reportgen.output import MAX_SLUG, slugify, unique_slugs
 
 ROOT = Path(__file__).resolve().parents[1]
 SAFE_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -382,7 +382,7 @@ def test_falcon_h1_out_proj_is_refused_by_peft_and_attention_counts_by_hand(zoo:
 
 def test_mamba_has_no_attention_widths_and_no_shape_rule(zoo: Zoo) -> None:
     report, _ = zoo("mamba")
-    card = report.model
+    card = report.model.dimensions
     assert (card.num_attention_heads, card.num_key_value_heads, card.head_dim) == (0, 0, 0)
     assert card.hidden_size == H and card.num_layers == MAMBA_LAYERS
     assert shapes(report) == {
@@ -405,7 +405,7 @@ def test_mamba_has_no_attention_widths_and_no_shape_rule(zoo: Zoo) -> None:
 
 def test_gemma3_widths_come_from_text_config_and_rows_carry_their_part(zoo: Zoo) -> None:
     report, _ = zoo("gemma3")
-    card = report.model
+    card = report.model.dimensions
     assert (card.hidden_size, card.num_layers, card.num_attention_heads, card.num_key_value_heads,
             card.head_dim, card.intermediate_size) == (H, G3_LAYERS, G3_HEADS, G3_KV_HEADS, G3_HEAD_DIM, G3_INTER)
     q, kv = G3_HEADS * G3_HEAD_DIM, G3_KV_HEADS * G3_HEAD_DIM  # 32, 16
@@ -496,7 +496,8 @@ def test_ctrl_tags_never_name_a_whole_block_and_q_k_v_are_wq_wk_wv(zoo: Zoo) -> 
 
 
 def test_ctrl_peft_refusal_of_a_whole_encoder_layer_becomes_a_one_line_cell(zoo: Zoo) -> None:
-    from reportgen.methods import BUILTIN_VARIANTS, Plan
+    from reportgen.methods import Plan
+    from reportgen.variants import BUILTIN_VARIANTS
     from reportgen.peft_count import count_cell
 
     report, path = zoo("ctrl")
@@ -529,7 +530,7 @@ def test_gemma3n_rows_are_grouped_by_name_and_shape(zoo: Zoo) -> None:
     assert row(report, "mlp.gate_proj", (second, H)).layer_indices == (1,)
     assert sorted(shapes(report)["mlp.down_proj"]) == [(H, first), (H, second)]
     # The config's intermediate size is per layer: no single width, so no shape rule.
-    assert report.model.intermediate_size == 0
+    assert report.model.dimensions.intermediate_size == 0
     assert row(report, "mlp.up_proj", (first, H)).check_label == "no rule"
     assert_counted(report, "down_proj", lora(H, first) + lora(H, second))  # 640 + 768
     assert_counted(report, "gate_proj", lora(first, H) + lora(second, H))

@@ -11,7 +11,7 @@ import jinja2
 
 import reportgen
 
-from ..data import human_bytes, human_count
+from ..data import REFERENCE, human_bytes, human_count
 from .compare import method_title
 
 TEMPLATES = Path(reportgen.__file__).parent.parent / "templates"
@@ -77,4 +77,5 @@ def environment(html: bool, finalize: Callable[[Any], Any] | None = None) -> jin
         finalize=finalize,
     )
     env.filters.update(FILTERS)
+    env.globals["reference"] = REFERENCE  # the walk-through's LoraConfig, one home for its r, alpha and targets
     return env
