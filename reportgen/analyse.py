@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -11,6 +12,8 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
+from .build import Built, embeddings_tied, parameter_count
+from .errors import ReportgenError
 from .data import Dimensions, ModelFacts, ModelInfo, ModuleRow, Scenario
 from .variants import ALL_LINEAR, Variant
 from .roles import ATTENTION_ROLES, ROLE_ORDER, block_dimensions, expected_shape, group_of, role_of
@@ -225,7 +228,7 @@ def _group(role: str, path: str) -> str:
     return group
 
 
-def unique_params(model: nn.Module) -> int:
+def adaptable_params(model: nn.Module) -> int:
     """The module table's weights and biases, each tensor once (Zamba2's shared block reuses one in several layers)."""
     seen: dict[int, int] = {}
     for weight in _weights(model):
@@ -241,24 +244,15 @@ def model_info(
     model: PreTrainedModel, model_id: str, source: str, rows: tuple[ModuleRow, ...], dims: Dimensions
 ) -> ModelInfo:
     """The model card, with tied weights counted once."""
-    # parameters() yields a tied tensor once, so this is the unique count.
-    total = sum(p.numel() for p in model.parameters())
-    input_emb = model.get_input_embeddings()
-    output_emb = model.get_output_embeddings()  # type: ignore[no-untyped-call]
-    tied = (
-        input_emb is not None
-        and output_emb is not None
-        and getattr(output_emb, "weight", None) is getattr(input_emb, "weight", object())
-    )
     config = model.config
     return ModelInfo(
         id=model_id,
         source=source,
         architecture=type(model).__name__,
         model_type=str(config.model_type),
-        total_params=total,
-        linear_params=unique_params(model),
-        tied_embeddings=bool(tied),
+        total_params=parameter_count(model),
+        linear_params=adaptable_params(model),
+        tied_embeddings=embeddings_tied(model),
         dimensions=dims,
     )
 
@@ -287,3 +281,33 @@ def model_facts(model: nn.Module, total_params: int, variants: Iterable[Variant]
     bias = sum(param.numel() for name, param in model.named_parameters() if "bias" in name)
     model_type = str(getattr(getattr(model, "config", None), "model_type", ""))
     return ModelFacts(model_type, total_params, bias, tuple(sizes.items()))
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The analysis stage's hand-off: the model card, the module table, the scenarios, what cells may reach."""
+
+    info: ModelInfo
+    rows: tuple[ModuleRow, ...]  # the module table
+    reachable: tuple[ModuleRow, ...]  # the table and the output head: what a scenario's names may match
+    scenarios: tuple[Scenario, ...]
+    facts: ModelFacts
+    printout: str  # the base model as transformers prints it
+
+
+def analyse(built: Built, extra: tuple[Scenario, ...] = (), variants: Iterable[Variant] = ()) -> Analysis:
+    """The module table, model card and scenarios of a built model (ReportgenError if nothing is adaptable)."""
+    model, resolved = built.model, built.resolved
+    rows = module_rows(model, built.dims)
+    if not rows:
+        raise ReportgenError(f"{resolved.id} has no Linear, Conv1D or expert layer in its blocks")
+    info = model_info(model, resolved.id, resolved.source, rows, built.dims)
+    info = dataclasses.replace(info, build_note=built.note)
+    return Analysis(
+        info=info,
+        rows=rows,
+        reachable=rows + module_rows(model, built.dims, output_head=True),
+        scenarios=default_scenarios(rows, extra),
+        facts=model_facts(model, info.total_params, variants),
+        printout=repr(model),
+    )

@@ -10,17 +10,39 @@ base model class (``AutoModel``) when it is one stack of repeated blocks.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
+from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_MAPPING
 
+from .data import Dimensions
 from .errors import BuildError
 from .resolve import ResolvedConfig
+from .roles import dimensions
 
 REMOTE_CODE_PREFIX = "transformers_modules"  # where transformers imports a model's own code
+
+
+@dataclass(frozen=True)
+class Built:
+    """The build stage's hand-off: the config, the model on the meta device, and the language model's widths."""
+
+    resolved: ResolvedConfig
+    config: PretrainedConfig
+    model: PreTrainedModel
+    dims: Dimensions  # the one record of the widths: the model card and the memory estimate read it
+    note: str  # what was built when it is not simply transformers' causal LM of the config
+
+
+def build(resolved: ResolvedConfig, trust_remote_code: bool = False) -> Built:
+    """A resolved config.json -> its causal LM on the meta device, with its widths."""
+    config = load_config(resolved, trust_remote_code)
+    model = build_meta_model(config, trust_remote_code)
+    return Built(resolved, config, model, dimensions(config), describe_build(resolved, model, trust_remote_code))
 
 
 def load_config(resolved: ResolvedConfig, trust_remote_code: bool = False) -> PretrainedConfig:
@@ -114,3 +136,20 @@ def describe_build(resolved: ResolvedConfig, model: PreTrainedModel, trust_remot
         notes.append(f"transformers has no causal-LM class for model_type '{model.config.model_type}': "
                      f"built the base model {name} (AutoModel), which has no LM head")
     return "; ".join(notes)
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Unique parameters, a tied tensor once (parameters() yields a shared tensor once).
+
+    The one count reportgen makes itself; the explanation table sets transformers'
+    own num_parameters() beside it, so this stays a walk of its own.
+    """
+    return sum(param.numel() for param in model.parameters())
+
+
+def embeddings_tied(model: nn.Module) -> bool:
+    """Whether the output head shares the input embedding's weight (tied embeddings)."""
+    get_head, get_embedding = getattr(model, "get_output_embeddings", None), getattr(model, "get_input_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    embedding = get_embedding() if callable(get_embedding) else None
+    return head is not None and embedding is not None and getattr(head, "weight", None) is getattr(embedding, "weight", object())

@@ -114,8 +114,8 @@ def _study_matrix(ranks: tuple[int, ...], methods: str | None, matrix_file: Path
     from .matrix import Matrix, load_matrix
     from .variants import parse_methods
 
-    matrix = _usage(lambda: load_matrix(matrix_file)) if matrix_file is not None else Matrix()
-    variants = _usage(lambda: parse_methods(methods)) if methods else matrix.variants
+    matrix = load_matrix(matrix_file) if matrix_file is not None else Matrix()
+    variants = parse_methods(methods) if methods else matrix.variants
     return {"ranks": ranks or matrix.ranks, "variants": variants, "scenarios": matrix.scenarios + scenarios}
 
 
@@ -173,16 +173,18 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
     from .resolve import read_models_file
 
     configure_logging(sys.stderr, quiet, verbose)
-    specs, notes = _usage(lambda: read_models_file(models_file))
-    for note in notes:
-        click.echo(f"note: {printable(note)}", err=True)
-    if device == "cuda" and not no_merge_check:
-        from .merge import select_device
+    with _click_errors():  # every usage error before any work
+        specs, notes = read_models_file(models_file)
+        for note in notes:
+            click.echo(f"note: {printable(note)}", err=True)
+        if device == "cuda" and not no_merge_check:
+            from .merge import select_device
 
-        _usage(lambda: select_device(device))
-    study = Study(merge_check=not no_merge_check, device=device, trust_remote_code=trust_remote_code,
-                  memory=memory, merge_budget=merge_budget, **_study_matrix(ranks, methods, matrix_file, scenarios))
-    with _interruptible(out), _writing(out):
+            select_device(device)
+        study = Study(merge_check=not no_merge_check, device=device, trust_remote_code=trust_remote_code,
+                      memory=memory, merge_budget=merge_budget,
+                      **_study_matrix(ranks, methods, matrix_file, scenarios))
+    with _interruptible(out), _click_errors(out):
         remove_stale_temporaries(out, older_than=time.time())
         with showing(len(specs), sys.stderr, enabled=not quiet and sys.stderr.isatty()) as display:
             # Each model's folder is written by the process that analysed it, as soon as it is done.
@@ -198,13 +200,20 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
 
 
 @contextlib.contextmanager
-def _writing(out: Path) -> Iterator[None]:
-    """A file that cannot be written becomes a one-line error naming the output folder."""
+def _click_errors(out: Path | None = None) -> Iterator[None]:
+    """The one place library errors become click errors: a usage error exits 2, the rest 1, each in one line.
+
+    With ``out``, a file that cannot be written is an error naming the output folder.
+    """
     try:
         yield
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
     except ReportgenError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
+        if out is None:
+            raise
         raise click.ClickException(f"cannot write the report to {out}: {exc}") from None
 
 
@@ -247,20 +256,11 @@ def inspect(model: str, ranks: tuple[int, ...], scenarios: tuple[Scenario, ...],
     from .render.terminal import render
     from .resolve import ModelSpec
 
-    study = Study(merge_check=False, trust_remote_code=trust_remote_code, memory=memory,
-                  cell_jobs=jobs or os.cpu_count() or 1, **_study_matrix(ranks, methods, matrix_file, scenarios))
-    try:
+    with _click_errors():
+        study = Study(merge_check=False, trust_remote_code=trust_remote_code, memory=memory,
+                      cell_jobs=jobs or os.cpu_count() or 1, **_study_matrix(ranks, methods, matrix_file, scenarios))
         result = analyse_spec(ModelSpec(text=model, origin="command line"), "inspect", study)
-    except ReportgenError as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(render(result), nl=False)
-
-
-def _usage(load: Any) -> Any:
-    try:
-        return load()
-    except UsageError as exc:
-        raise click.UsageError(str(exc)) from None
 
 
 def main() -> None:

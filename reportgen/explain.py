@@ -10,14 +10,10 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
+from .build import parameter_count
 from .data import CountLine, PeftReference
 
 MASK_KEY = re.compile(r"^(?P<module>[\w.]*attn)\.bias$")  # a legacy causal-mask buffer key ("attn.bias")
-
-
-def unique_params(model: nn.Module) -> int:
-    """Parameters with every tied tensor counted once (parameters() yields a shared tensor once)."""
-    return sum(param.numel() for param in model.parameters())
 
 
 def tied_duplicates(model: nn.Module) -> int:
@@ -78,7 +74,7 @@ def bnb_4bit_params(model: PreTrainedModel) -> tuple[int, int]:
     from transformers.quantizers.quantizers_utils import should_convert_module
 
     keep = get_keys_to_not_convert(model)
-    total = unique_params(model)
+    total = parameter_count(model)
     quantized = 0
     for name, module in model.named_modules():
         if not (type(module) is nn.Linear or isinstance(module, Conv1D)) or not should_convert_module(name, keep):
@@ -93,7 +89,7 @@ def count_lines(
     model: PreTrainedModel, reference: PeftReference | None, config_json: Mapping[str, Any]
 ) -> tuple[CountLine, ...]:
     """The explanation table: every usual way of counting this model, each with why it differs."""
-    unique = unique_params(model)
+    unique = parameter_count(model)
     lines = [
         CountLine("parameters, tied weights counted once", unique,
                   "Every distinct weight tensor once: the size of the model itself.", 0),

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from .analyse import Analysis
 from .data import GIB, Cell, Dimensions, MemoryAssumptions, MemoryRow, ModelInfo, ModuleRow
 from .errors import ReportgenError
 
@@ -285,3 +286,10 @@ def memory_rows(info: ModelInfo, rows: tuple[ModuleRow, ...], cells: tuple[Cell,
             headline = (cell.scenario, cell.rank) == (a.scenario, rank)
             result.append(adapter_row(method, cell, chosen, info, rows, shape, a, headline))
     return tuple(result)
+
+
+def estimate(analysis: Analysis, cells: tuple[Cell, ...], config: Any, assumptions: MemoryAssumptions,
+             ranks: tuple[int, ...]) -> tuple[MemoryRow, ...]:
+    """The estimate stage: every method's training memory for the counted cells, under the stated assumptions."""
+    shape = memory_shape(analysis.info.dimensions, analysis.rows, config)
+    return memory_rows(analysis.info, analysis.rows, cells, shape, assumptions, ranks)

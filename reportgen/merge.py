@@ -26,7 +26,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from .build import build_meta_model
-from .data import REFERENCE, MergeCheck
+from .data import REFERENCE, MergeCheck, MergeStatus
 from .errors import UsageError
 
 GB = 1024**3
@@ -344,7 +344,7 @@ def check_merge(
     dtype_name = str(dtype).removeprefix("torch.")
     if chosen.kind == "skipped":
         return MergeCheck(
-            status="skipped", materialised="nothing", device=device, dtype=dtype_name,
+            status=MergeStatus.SKIPPED, materialised="nothing", device=device, dtype=dtype_name,
             note=f"skipped: too large for the budget: {_sizes(chosen, dtype_name)}",
         ), ""
     try:
@@ -353,7 +353,7 @@ def check_merge(
     except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
         # The check did not complete: say so, never call it passed (an out-of-memory error lands here too).
         return MergeCheck(
-            status="error", materialised=_materialised(chosen, targets, dtype_name), device=device,
+            status=MergeStatus.ERROR, materialised=_materialised(chosen, targets, dtype_name), device=device,
             dtype=dtype_name, note=f"the merge check could not run: {type(exc).__name__}: {exc}",
         ), ""
     finally:
@@ -385,7 +385,7 @@ def _run(
         problems.append(f"the LoRA moved the logits by only {effect:.3g}, too little for the check to prove anything")
     dtype_name = str(dtype).removeprefix("torch.")
     check = MergeCheck(
-        status="failed" if problems else "passed",
+        status=MergeStatus.FAILED if problems else MergeStatus.PASSED,
         passed=not problems,
         max_abs_diff=diff,
         tolerance=tolerance,

@@ -41,6 +41,7 @@ class Plan:
     rank_pattern: tuple[tuple[str, int], ...] = ()  # in PEFT's order: the user's, then the fused experts'
     alpha_pattern: tuple[tuple[str, float], ...] = ()
     reason: str = ""  # why the cell is not applicable or matches nothing
+    status: data.CellStatus = data.NOT_APPLICABLE  # which of the two, when there is a reason
     modules: tuple[str, ...] = ()  # target_modules, as PEFT is given them ("all-linear" aside)
     parameters: tuple[str, ...] = ()  # target_parameters
     layers: tuple[tuple[int | None, ...], ...] = ()  # per row: the layers adapted (None: outside the blocks)
@@ -209,6 +210,9 @@ def _parent(row: ModuleRow) -> tuple[str, str]:
     return row.layer_prefix, row.path.rpartition(".")[0]
 
 
+NO_MODULE = "match no module of this model"  # what a no_match cell's note says
+
+
 def _same_block(row: ModuleRow, other: ModuleRow) -> bool:
     """Whether two modules sit in one attention block: the same parent, or sibling parents (BERT's
     attention.self.query and attention.output.dense); a Mamba mixer's out_proj beside self_attn is not."""
@@ -218,7 +222,7 @@ def _same_block(row: ModuleRow, other: ModuleRow) -> bool:
         parent == other_parent or (bool(grandparent) and grandparent == other_parent.rpartition(".")[0]))
 
 
-def _named(scenario: Scenario, rows: tuple[ModuleRow, ...]) -> tuple[tuple[ModuleRow, ...], str]:
+def _named(scenario: Scenario, rows: tuple[ModuleRow, ...]) -> tuple[tuple[ModuleRow, ...], data.CellStatus, str]:
     """The rows a (non all-linear) scenario names by role, tag or PEFT name, and why none.
 
     Roles (q, k, v, o, ...) are looked up in the language model (its rows, if it
@@ -251,14 +255,14 @@ def _named(scenario: Scenario, rows: tuple[ModuleRow, ...]) -> tuple[tuple[Modul
                                   ("kv_latent", "makes k and v from one latent (multi-head latent attention)")):
             fused_tags = [row.tag for row in language if row.role == fused_role]
             if fused_tags and set(missing) & {"q", "k", "v"}:
-                return (), (f"not applicable: fused ({', '.join(dict.fromkeys(fused_tags))} {label}, "
+                return (), data.NOT_APPLICABLE, (f"not applicable: fused ({', '.join(dict.fromkeys(fused_tags))} {label}, "
                             f"so {', '.join(missing)} cannot be adapted alone)")
-        why = f"targets {', '.join(missing)} match no module of this model"
+        why = f"targets {', '.join(missing)} {NO_MODULE}"
         if set(missing) <= set(ROLE_ORDER):  # roles: say what the model has instead (an SSM's in_proj, out_proj ...)
             held = ", ".join(dict.fromkeys(row.tag for row in language))
             why += f" (its language model holds {held if len(held) <= 120 else held[:117].rsplit(',', 1)[0] + ', ...'})"
-        return (), why
-    return tuple(chosen), ""
+        return (), data.NO_MATCH, why
+    return tuple(chosen), data.OK, ""
 
 
 def default_alpha(variant: Variant, rank: int) -> float:
@@ -274,9 +278,9 @@ def plan_cell(scenario: Scenario, rank: int, variant: Variant, rows: tuple[Modul
     if scenario.targets == (ALL_LINEAR,):
         plan = _all_linear(variant, rows, model_type, rank, alpha)
     else:
-        named, why = _named(scenario, rows)
+        named, status, why = _named(scenario, rows)
         if why:
-            return Plan((), False, reason=why)
+            return Plan((), False, reason=why, status=status)
         modules = tuple(dict.fromkeys(row.peft_target for row in named if row.kind not in PARAM_KINDS))
         parameters = tuple(dict.fromkeys(row.peft_target for row in named if row.kind in PARAM_KINDS))
         converted, more, ranks, alphas = _convert(variant, modules, model_type, rank, alpha)
@@ -396,7 +400,7 @@ def formula_cell(
     common: dict[str, Any] = dict(scenario=scenario.name, rank=rank, method=variant.name, options=variant.option_labels,
                   scaling=scaling(variant, rank))
     if plan.reason:
-        status = data.NOT_APPLICABLE if plan.reason.startswith("not applicable") else data.NO_MATCH
+        status = plan.status
         cell = Cell(targets=scenario.targets, matrices=0, targeted_params=0, formula_trainable=None,
                     peft_trainable=None, percent_of_targeted=None, percent_of_model=None, status=status,
                     note=plan.reason, **common)

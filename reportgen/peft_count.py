@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from dataclasses import dataclass
 import io
 import warnings
 from collections.abc import Callable, Iterator
@@ -18,10 +19,12 @@ from transformers import PreTrainedModel
 from transformers.initialization import no_init_weights
 
 from . import data
+from .analyse import SEED_SCENARIOS, Analysis
+from .build import Built
 from .data import Cell, PeftReference
 from .errors import one_line
 from .data import REFERENCE
-from .methods import Plan, default_alpha
+from .methods import Plan, default_alpha, formula_cell
 from .variants import ALL_LINEAR, BUILTIN_VARIANTS, IA3, LOHA, LOKR, LORA, PARAM_KINDS, VERA, Variant
 
 
@@ -216,3 +219,45 @@ def reference_step(model: PreTrainedModel, plan: Plan) -> tuple[PeftReference, s
         all_params=all_params,
     )
     return reference, printout
+
+
+@dataclass(frozen=True)
+class Counted:
+    """The count stage's hand-off: every cell, counted by the closed form and by PEFT, and the walk-through's step."""
+
+    cells: tuple[Cell, ...]
+    reference: PeftReference | None  # PEFT's own summary for the reference LoraConfig (None: PEFT refused it)
+    reference_plan: Plan  # what the reference config adapts (the merge check adapts the same)
+    printout: str  # the PEFT-wrapped model as PEFT prints it
+
+
+def count(
+    built: Built,
+    analysis: Analysis,
+    ranks: tuple[int, ...],
+    variants: tuple[Variant, ...],
+    workers: int = 1,
+    on_cell: Callable[[], object] = lambda: None,
+) -> Counted:
+    """Every (variant, scenario, rank) cell by the closed form, then by PEFT; the reference step asked once."""
+    model, reachable, facts = built.model, analysis.reachable, analysis.facts
+    # The walk-through's PEFT step targets q, k, v and o at r=16 (lora_alpha 32 = 2r, as every cell).
+    qkvo = next(scenario for scenario in SEED_SCENARIOS if scenario.name == REFERENCE.scenario)
+    lora = BUILTIN_VARIANTS[REFERENCE.method]
+    _, reference_plan = formula_cell(qkvo, REFERENCE.rank, lora, reachable, facts)
+    reference, printout = None, ""
+    if reference_plan.rows and not reference_plan.reason:
+        with contextlib.suppress(PeftRefusal):  # then its cell says why, counted like any other
+            reference, printout = reference_step(model, reference_plan)
+    # One meta model serves every cell: PEFT wraps it, counts, and it is restored.
+    todo = []
+    for variant in variants:
+        for scenario in analysis.scenarios:
+            for rank in ranks:
+                cell, plan = formula_cell(scenario, rank, variant, reachable, facts)
+                # The reference step is PEFT applied to this same cell (its dropout adds no parameter).
+                same = (scenario, rank, variant) == (qkvo, REFERENCE.rank, lora)
+                counted = reference.trainable_params if same and reference is not None else None
+                todo.append((cell, plan, variant, counted))
+    cells = count_cells(model, todo, workers, on_cell)
+    return Counted(tuple(cells), reference, reference_plan, printout)

@@ -1,4 +1,4 @@
-"""The pipeline: resolve -> build -> analyse -> PEFT -> (merge) for each model, failures kept apart."""
+"""The pipeline: resolve -> build -> analyse -> count -> estimate -> (merge) for each model, failures kept apart."""
 
 from __future__ import annotations
 
@@ -6,24 +6,21 @@ import contextlib
 import dataclasses
 import logging
 import platform
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any
 
-from . import data
 from .data import (
-    REFERENCE,
-    Environment, MemoryAssumptions, MergeCheck, ModelFailure, ModelReport, Printouts, RunResult, Scenario,
+    Environment, MemoryAssumptions, MergeCheck, MergeStatus, ModelFailure, ModelReport, Printouts, RunResult, Scenario,
 )
 from .errors import ReportgenError, one_line
 from .matrix import DEFAULT_RANKS
 from .methods import Plan
-from .variants import DEFAULT_VARIANTS, Variant
 from .output import unique_slugs
 from .resolve import ModelSpec, resolve
+from .variants import DEFAULT_VARIANTS, Variant
 
 log = logging.getLogger(__name__)
 
@@ -69,75 +66,42 @@ def environment() -> Environment:
 def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | None = None) -> ModelReport:
     """The whole report of one model line (raises ReportgenError for input the user can fix)."""
     # Imported here so that `reportgen --help` and usage errors never pay for torch.
-    from .analyse import SEED_SCENARIOS, default_scenarios, model_info, module_rows
-    from .build import build_meta_model, describe_build, load_config
-    from .memory import memory_rows, memory_shape
+    from .analyse import analyse
+    from .build import build
     from .explain import count_lines
-    from .analyse import model_facts
-    from .methods import formula_cell
-    from .variants import BUILTIN_VARIANTS
-    from .peft_count import PeftRefusal, count_cells, reference_step
-    from .roles import dimensions
+    from .memory import estimate
+    from .peft_count import count
 
     progress = progress or Progress()
     progress.on_stage(spec.text, "resolve")
     resolved = resolve(spec)
     progress.on_stage(spec.text, "build")
     with _stage(spec.text, "build"):
-        config = load_config(resolved, study.trust_remote_code)
-        model = build_meta_model(config, study.trust_remote_code)
+        built = build(resolved, study.trust_remote_code)
     progress.on_stage(spec.text, "analyse")
     with _stage(spec.text, "analyse"):
-        dims = dimensions(config)
-        rows = module_rows(model, dims)
-        reachable = rows + module_rows(model, dims, output_head=True)  # what a scenario's names may reach
-        if not rows:
-            raise ReportgenError(f"{spec.origin}: {resolved.id} has no Linear, Conv1D or expert layer in its blocks")
-        info = model_info(model, resolved.id, resolved.source, rows, dims)
-        info = dataclasses.replace(info, build_note=describe_build(resolved, model, study.trust_remote_code))
-        scenarios = default_scenarios(rows, study.scenarios)
-        base_printout = repr(model)
-        shape = memory_shape(dims, rows, config)
+        analysis = analyse(built, study.scenarios, study.variants)
     progress.on_stage(spec.text, "peft")
-    facts = model_facts(model, info.total_params, study.variants)
     with _stage(spec.text, "peft"):
-        progress.on_cells(len(study.variants) * len(scenarios) * len(study.ranks))
-        # The walk-through's PEFT step targets q, k, v and o at r=16 (lora_alpha 32 = 2r, as every cell).
-        qkvo = next(scenario for scenario in SEED_SCENARIOS if scenario.name == REFERENCE.scenario)
-        lora = BUILTIN_VARIANTS[REFERENCE.method]
-        _, reference_plan = formula_cell(qkvo, REFERENCE.rank, lora, reachable, facts)
-        reference, peft_printout = (None, "")
-        if reference_plan.rows and not reference_plan.reason:
-            with contextlib.suppress(PeftRefusal):  # then its cell says why, counted like any other
-                reference, peft_printout = reference_step(model, reference_plan)
-        # One meta model serves every cell: PEFT wraps it, counts, and it is restored.
-        todo = []
-        for variant in study.variants:
-            for scenario in scenarios:
-                for rank in study.ranks:
-                    cell, plan = formula_cell(scenario, rank, variant, reachable, facts)
-                    # The reference step is PEFT applied to this same cell (its dropout adds no parameter).
-                    same = (scenario, rank, variant) == (qkvo, REFERENCE.rank, lora)
-                    counted = reference.trainable_params if same and reference is not None else None
-                    todo.append((cell, plan, variant, counted))
-        cells = count_cells(model, todo, study.cell_jobs, progress.on_cell)
-        explanation = count_lines(model, reference, resolved.config)
+        progress.on_cells(len(study.variants) * len(analysis.scenarios) * len(study.ranks))
+        counted = count(built, analysis, study.ranks, study.variants, study.cell_jobs, progress.on_cell)
+        explanation = count_lines(built.model, counted.reference, resolved.config)
     with _stage(spec.text, "memory"):
-        memory = memory_rows(info, rows, tuple(cells), shape, study.memory, study.ranks)
-    merge, merged_printout = MergeCheck(status="skipped", note="skipped: --no-merge-check was given"), ""
+        memory = estimate(analysis, counted.cells, built.config, study.memory, study.ranks)
+    merge, merged_printout = MergeCheck(MergeStatus.SKIPPED, note="skipped: --no-merge-check was given"), ""
     if study.merge_check:
         progress.on_stage(spec.text, "merge")
         with _stage(spec.text, "merge"):
-            merge, merged_printout = _merge_check(config, reference_plan, study)
+            merge, merged_printout = _merge_check(built.config, counted.reference_plan, study)
     return ModelReport(
         slug=slug,
-        model=info,
-        modules=rows,
-        cells=tuple(cells),
+        model=analysis.info,
+        modules=analysis.rows,
+        cells=counted.cells,
         ranks=study.ranks,
-        scenarios=scenarios,
-        peft_reference=reference,
-        printouts=Printouts(base=base_printout, peft=peft_printout, merged=merged_printout),
+        scenarios=analysis.scenarios,
+        peft_reference=counted.reference,
+        printouts=Printouts(base=analysis.printout, peft=counted.printout, merged=merged_printout),
         merge_check=merge,
         environment=environment(),
         memory=memory,
