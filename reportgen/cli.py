@@ -145,8 +145,8 @@ def cli() -> None:
 @memory_options
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the merge check runs.")
-@click.option("--merge-budget", type=click.FloatRange(min=0, min_open=True), default=None, metavar="GB",
-              help="Memory the merge check may use, in GB [default: 8 on CPU, half the GPU's memory on CUDA]. "
+@click.option("--merge-budget", type=click.FloatRange(min=0, min_open=True), default=None, metavar="GIB",
+              help="Memory the merge check may use, in GiB (2^30 bytes) [default: 8 on CPU, half the GPU's memory on CUDA]. "
                    "A model over it is checked as a replica with fewer layers, or skipped when even that is over.")
 @click.option("--no-merge-check", is_flag=True, help="Skip the merge_and_unload check on real tensors.")
 @jobs_option

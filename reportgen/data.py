@@ -3,22 +3,27 @@
 Nothing here imports torch: the analysis stages fill these dataclasses, the
 renderers only format them. Derived figures (millions, percentages, labels)
 are properties computed here, once, so no template does arithmetic.
+
+The model is split over three modules to keep each short: the rows of the
+analysis (``rows.py``: ModuleRow, Cell and the cell statuses) and the memory
+estimate's records (``memory_data.py``) are re-exported here, so every reader
+imports the data model from one place. Number formatting lives in ``formatting.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from enum import StrEnum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
+
+from .formatting import human_count, millions
 
 # The memory estimate's records live in memory_data.py; the data model is read from here, so re-exported.
 from .memory_data import (
     ADAM_8BIT_2022 as ADAM_8BIT_2022,
     BASE_DTYPES as BASE_DTYPES,
-    GIB as GIB,
     KORTHIKANTI_2022 as KORTHIKANTI_2022,
     LLM_INT8_2022 as LLM_INT8_2022,
     METHODS as METHODS,
@@ -31,19 +36,20 @@ from .memory_data import (
     MemoryRow as MemoryRow,
 )
 
+# The analysis's rows live in rows.py; re-exported, as the data model is read from here.
+from .rows import (
+    CHECK_LABELS as CHECK_LABELS,
+    MISMATCH as MISMATCH,
+    NO_MATCH as NO_MATCH,
+    NOT_APPLICABLE as NOT_APPLICABLE,
+    OK as OK,
+    Cell as Cell,
+    CellStatus as CellStatus,
+    ModuleRow as ModuleRow,
+    lora_matrix_params as lora_matrix_params,
+)
+
 SCHEMA_VERSION = 1
-
-CHECK_LABELS = {True: "agrees", False: "DIFFERS", None: "no rule"}  # the config-derived shape check, in a word
-
-
-class CellStatus(StrEnum):
-    """How a cell was checked; the value is what report.json says."""
-
-    OK = "ok"  # formula and PEFT agree
-    MISMATCH = "mismatch"  # they don't: shown, never hidden
-    NOT_APPLICABLE = "not_applicable"  # the cell cannot be expressed here (q alone in a fused qkv; PEFT refuses it)
-    NO_MATCH = "no_match"  # the scenario's targets name no module of this model
-
 
 class MergeStatus(StrEnum):
     """The merge check's outcome; the value is what report.json says."""
@@ -54,41 +60,6 @@ class MergeStatus(StrEnum):
     SKIPPED = "skipped"  # not run, with the reason (--no-merge-check, too large for the budget)
     ERROR = "error"  # it started but could not finish
     NOT_RUN = "not_run"
-
-
-# The cell statuses by their short names, as the stages and tests use them.
-OK, MISMATCH, NOT_APPLICABLE, NO_MATCH = CellStatus.OK, CellStatus.MISMATCH, CellStatus.NOT_APPLICABLE, CellStatus.NO_MATCH
-
-
-def millions(count: int) -> float:
-    """A parameter count in millions, rounded to two places as the walk-through prints it."""
-    return round(count / 1e6, 2)
-
-
-def human_count(count: int) -> str:
-    """A parameter count with a readable unit: 973.08M, 1.24B, 294.91K."""
-    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(count) >= scale:
-            return f"{count / scale:.2f}{unit}"
-    return str(count)
-
-
-def human_bytes(count: int) -> str:
-    """A size in bytes with a readable decimal unit, GB at most so GPU sizes compare: 2.47 GB, 45.09 MB."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if abs(count) >= scale:
-            return f"{count / scale:,.2f} {unit}"
-    return f"{count} B"
-
-
-def percent(part: int, whole: int) -> float | None:
-    """part as a percentage of whole (1.02 means 1.02 %), None when whole is 0."""
-    return 100.0 * part / whole if whole else None
-
-
-def lora_matrix_params(out_features: int, in_features: int, rank: int) -> int:
-    """LoRA's closed form for one weight matrix: B (out x r) plus A (r x in) = r * (out + in)."""
-    return rank * (out_features + in_features)
 
 
 @dataclass(frozen=True)
@@ -169,134 +140,6 @@ class ModelInfo:
     @property
     def linear_millions(self) -> float:
         return millions(self.linear_params)
-
-
-@dataclass(frozen=True)
-class ModuleRow:
-    """One module type of the repeated blocks: every layer's module of that name."""
-
-    tag: str
-    role: str  # q, k, v, o, qkv, gate, up, down, gate_up, router, other
-    group: str  # attention, mlp, other
-    kind: str  # linear, conv1d, experts
-    layers: int
-    shape: tuple[int, int]  # (out_features, in_features) of one layer's weight
-    params: int  # weights of all layers (experts included), biases not counted
-    bias_params: int
-    experts: int  # 1 unless the weight is a fused (experts, out, in) parameter
-    expected_shape: tuple[int, int] | None  # derived from the config alone
-    expected_params: int | None
-    peft_target: str  # the name that selects exactly these modules in PEFT
-    path: str = ""  # inside a layer, as PEFT keys it: "self_attn.q_proj", "mlp.experts.gate_up_proj", "mlp.gate.weight"
-    layer_prefix: str = ""  # the module list holding the layers: "model.layers", "transformer.h"
-    layer_indices: tuple[int, ...] = ()  # the layers that hold this module (none outside the repeated blocks)
-    part: str = "language model"  # where it lives: language model, head, projector, vision tower, audio tower
-
-    @property
-    def millions(self) -> float:
-        return millions(self.params)
-
-    @property
-    def agrees(self) -> bool | None:
-        """Whether the measured shape and count equal the config-derived ones (None: no rule)."""
-        if self.expected_params is None:
-            return None
-        return self.expected_shape == self.shape and self.expected_params == self.params
-
-    @property
-    def shape_label(self) -> str:
-        out_features, in_features = self.shape
-        prefix = f"{self.experts} x " if self.experts > 1 else ""
-        return f"{prefix}{out_features} x {in_features}"
-
-    @property
-    def expected_shape_label(self) -> str:
-        """The config-derived shape as "out x in", or "-" where no rule derives it."""
-        if self.expected_shape is None:
-            return "-"
-        prefix = f"{self.experts} x " if self.experts > 1 else ""
-        return f"{prefix}{self.expected_shape[0]} x {self.expected_shape[1]}"
-
-    @property
-    def check_label(self) -> str:
-        """The config-derived check in a word: agrees, DIFFERS, or no rule."""
-        return CHECK_LABELS[self.agrees]
-
-    @property
-    def matrix_params(self) -> int:
-        """The weights of one layer's matrix (all experts of it): out * in * experts."""
-        return self.shape[0] * self.shape[1] * self.experts
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One (scenario, rank, method) of the study, counted by formula and by PEFT."""
-
-    scenario: str
-    targets: tuple[str, ...]
-    rank: int
-    method: str
-    matrices: int
-    targeted_params: int
-    formula_trainable: int | None
-    peft_trainable: int | None
-    percent_of_targeted: float | None
-    percent_of_model: float | None
-    status: CellStatus
-    note: str = ""
-    options: tuple[tuple[str, str], ...] = ()  # the method's options beyond its defaults, as text
-    scaling: float | None = None  # the adapter's scaling: alpha/r, or alpha/sqrt(r) with rsLoRA
-    formula: str = ""  # the closed form, spelled out per module type
-    parts: tuple[str, ...] = ()  # the parts of the model the cell adapts (language model, vision tower, ...)
-
-    @property
-    def confirmed(self) -> bool:
-        return self.status == OK
-
-    @property
-    def targeted_millions(self) -> float:
-        return millions(self.targeted_params)
-
-    @property
-    def applicable(self) -> bool:
-        """Whether the scenario selects modules of this model (else note says why not)."""
-        return self.status in (OK, MISMATCH)
-
-    @property
-    def check_label(self) -> str:
-        """How the trainable count was checked: confirmed by PEFT, the disagreement, or why there is none."""
-        if self.status == OK:
-            return "confirmed by PEFT"
-        if self.status == MISMATCH:
-            return self.note or f"PEFT counts {self.peft_trainable}, the formula {self.formula_trainable}"
-        return self.note or self.status
-
-    @property
-    def trainable_millions(self) -> float | None:
-        count = self.peft_trainable if self.peft_trainable is not None else self.formula_trainable
-        return None if count is None else millions(count)
-
-    @property
-    def over_target(self) -> bool:
-        """Whether the adapter is larger than the weights it adapts (r*(m+n) > m*n on a small matrix)."""
-        return self.percent_of_targeted is not None and self.percent_of_targeted > 100
-
-    @property
-    def rank_stabilised(self) -> bool:
-        """Whether the cell uses rsLoRA's scaling alpha/sqrt(r)."""
-        return ("use_rslora", "True") in self.options
-
-    @property
-    def alpha(self) -> float | None:
-        """The alpha behind the scaling: scaling*sqrt(r) with rsLoRA, else scaling*r (None without scaling)."""
-        if self.scaling is None:
-            return None
-        return self.scaling * (math.sqrt(self.rank) if self.rank_stabilised else self.rank)
-
-    @property
-    def plain_scaling(self) -> float | None:
-        """alpha/r: the scaling plain LoRA would use with the same alpha."""
-        return None if self.alpha is None else self.alpha / self.rank
 
 
 @dataclass(frozen=True)

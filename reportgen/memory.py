@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .analyse import Analysis
-from .data import GIB, Cell, Dimensions, MemoryAssumptions, MemoryRow, ModelInfo, ModuleRow
+from .formatting import GIB
+from .data import Cell, Dimensions, MemoryAssumptions, MemoryRow, ModelInfo, ModuleRow
 from .errors import ReportgenError
 
 FULL_SCENARIO = "all_parameters"

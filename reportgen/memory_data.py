@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .formatting import GIB
+
 # Sources of the memory estimate, cited beside each assumption.
 KORTHIKANTI_2022 = (
     "Korthikanti et al. 2022, Reducing Activation Recomputation in Large Transformer Models, "
@@ -21,7 +23,6 @@ ZERO_2020 = (
     "sec. 3.1 (arXiv:1910.02054)"
 )
 PEFT_SOURCE = "PEFT 0.21: get_peft_model(autocast_adapter_dtype=True), LoraConfig(lora_dropout=0.0) defaults"
-GIB = 2**30
 METHODS = ("full", "lora", "qlora")
 OPTIMIZERS = ("adamw", "adamw-8bit")
 BASE_DTYPES = ("fp32", "bf16", "fp16", "int8")

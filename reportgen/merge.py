@@ -25,16 +25,17 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
-from .build import build_meta_model
+from .build import build_meta_model, embeddings_tied, parameter_count
 from .data import REFERENCE, MergeCheck, MergeStatus
-from .errors import UsageError
+from .errors import UsageError, one_line
+from .formatting import GIB, gib_figure
 
-GB = 1024**3
-CPU_BUDGET_GB = 8.0  # fits every bundled model up to ~1.5B whole on a 24 GB laptop; larger ones as a replica
+# The budget is binary: --merge-budget 8 is 8 GiB (8 * 2^30 bytes), and every message says GiB.
+CPU_BUDGET_GIB = 8.0  # fits every bundled model up to ~1.5B whole on a 24 GiB laptop; larger ones as a replica
 CUDA_BUDGET_FRACTION = 0.5  # of the GPU's own memory
 REPLICA_LAYERS = 2  # at least two blocks, so a stack (and an alternating layer pattern) is exercised
 SEED = 0
-RUNTIME_BYTES = 512 * 1024**2  # the interpreter, torch, transformers and PEFT themselves (~0.4 GB RSS)
+RUNTIME_BYTES = 512 * 1024**2  # the interpreter, torch, transformers and PEFT themselves (~0.4 GiB RSS)
 BATCH = (2, 4)  # (sequences, tokens): 8 token positions; the forward passes cost in proportion
 
 # The fill. Drawing 1.2B normal samples costs ~20 s on two cores, so each tensor is
@@ -109,10 +110,10 @@ def strict_fp32(device: str) -> Iterator[None]:
 
 
 def default_budget_bytes(device: str) -> int:
-    """The memory the check may use by default: 8 GB on CPU, half the GPU's memory on CUDA."""
+    """The memory the check may use by default: 8 GiB on CPU, half the GPU's memory on CUDA."""
     if device == "cuda":
         return int(torch.cuda.get_device_properties(0).total_memory * CUDA_BUDGET_FRACTION)
-    return int(CPU_BUDGET_GB * GB)
+    return int(CPU_BUDGET_GIB * GIB)
 
 
 @dataclass(frozen=True)
@@ -273,18 +274,6 @@ def base_and_adapted_logits(peft_model: PeftModel, ids: torch.Tensor) -> tuple[t
     return out[: len(ids)], out[len(ids):]
 
 
-def is_tied(model: nn.Module) -> bool:
-    """Whether the output head shares the input embedding's weight."""
-    head = model.get_output_embeddings()  # type: ignore[operator]
-    embedding = model.get_input_embeddings()  # type: ignore[operator]
-    return head is not None and getattr(head, "weight", None) is getattr(embedding, "weight", object())
-
-
-def count_params(model: nn.Module) -> int:
-    """Unique parameters (a tied tensor once)."""
-    return sum(p.numel() for p in model.parameters())
-
-
 def module_classes(model: nn.Module) -> dict[str, type]:
     """Every module's class by its name."""
     return {name: type(module) for name, module in model.named_modules()}
@@ -315,10 +304,10 @@ def structure_problems(merged: nn.Module, base: _Snapshot) -> list[str]:
             f"(first: '{name}' is {classes.get(name, type(None)).__name__}, "
             f"was {base.classes.get(name, type(None)).__name__})"
         )
-    params = count_params(merged)
+    params = parameter_count(merged)
     if params != base.params:
         problems.append(f"{params:,} parameters after the merge, the base model has {base.params:,}")
-    if base.tied and not is_tied(merged):
+    if base.tied and not embeddings_tied(merged):
         problems.append("the tied embeddings are no longer tied")
     return problems
 
@@ -354,7 +343,7 @@ def check_merge(
         # The check did not complete: say so, never call it passed (an out-of-memory error lands here too).
         return MergeCheck(
             status=MergeStatus.ERROR, materialised=_materialised(chosen, targets, dtype_name), device=device,
-            dtype=dtype_name, note=f"the merge check could not run: {type(exc).__name__}: {exc}",
+            dtype=dtype_name, note=f"the merge check could not run: {type(exc).__name__}: {one_line(str(exc))}",
         ), ""
     finally:
         gc.collect()
@@ -368,7 +357,7 @@ def _run(
     """Materialise, adapt, merge, compare: the check itself."""
     filler = PatternFill(device, dtype)
     model = materialise(chosen.config, device, dtype, filler, trust_remote_code)
-    base = _Snapshot(count_params(model), module_classes(model), is_tied(model))
+    base = _Snapshot(parameter_count(model), module_classes(model), embeddings_tied(model))
     ids = fixed_batch(chosen.config.vocab_size, device)
     peft_model = _adapt(model, targets, filler)
     before, adapted = base_and_adapted_logits(peft_model, ids)
@@ -392,7 +381,7 @@ def _run(
         materialised=_materialised(chosen, targets, dtype_name),
         device=device,
         dtype=dtype_name,
-        params_after_merge=count_params(merged),
+        params_after_merge=parameter_count(merged),
         lora_effect=effect,
         note="; ".join(problems) if problems else (
             f"merged logits equal the adapted ones within {RELATIVE_TOLERANCE[dtype]:g} of the largest logit "
@@ -426,17 +415,18 @@ def _materialised(chosen: MergePlan, targets: Sequence[str], dtype_name: str) ->
     lora = f"LoRA r={REFERENCE.rank}, alpha={REFERENCE.alpha} on {', '.join(targets)}"
     weights = f"random weights (seeded pattern), {dtype_name}"
     if chosen.kind == "whole":
-        return f"whole model: all {chosen.total_layers} layers, {weights}, ~{chosen.needed_bytes / GB:.1f} GB; {lora}"
+        return f"whole model: all {chosen.total_layers} layers, {weights}, ~{gib_figure(chosen.needed_bytes)} GiB; {lora}"
     return (
         f"replica: {chosen.layers} of {chosen.total_layers} layers with the same widths, {weights}, "
-        f"~{chosen.needed_bytes / GB:.1f} GB (the whole model needs ~{chosen.whole_bytes / GB:.1f} GB, "
-        f"budget {chosen.budget_bytes / GB:.1f} GB); {lora}"
+        f"~{gib_figure(chosen.needed_bytes)} GiB (the whole model needs ~{gib_figure(chosen.whole_bytes)} GiB, "
+        f"budget {gib_figure(chosen.budget_bytes)} GiB); {lora}"
     )
 
 
 def _sizes(chosen: MergePlan, dtype_name: str) -> str:
     """The numbers behind a skip."""
     return (
-        f"the whole model needs ~{chosen.whole_bytes / GB:.1f} GB and a 1-layer replica ~{chosen.needed_bytes / GB:.1f} GB "
-        f"in {dtype_name}, the budget is {chosen.budget_bytes / GB:.1f} GB (--merge-budget)"
+        f"the whole model needs ~{gib_figure(chosen.whole_bytes)} GiB and a 1-layer replica "
+        f"~{gib_figure(chosen.needed_bytes)} GiB in {dtype_name}, the budget is {gib_figure(chosen.budget_bytes)} GiB "
+        "(--merge-budget)"
     )

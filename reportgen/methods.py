@@ -29,6 +29,7 @@ from typing import Any
 
 from . import data
 from .data import Cell, ModuleRow, Scenario
+from .formatting import percent
 from .variants import ALL_LINEAR, BUILTIN_VARIANTS, IA3, LOHA, LOKR, LORA, PARAM_KINDS, VERA, Variant
 from .roles import ROLE_ORDER
 
@@ -427,8 +428,8 @@ def formula_cell(
         targeted_params=targeted,
         formula_trainable=trainable,
         peft_trainable=None,
-        percent_of_targeted=data.percent(trainable, targeted),
-        percent_of_model=data.percent(trainable, facts.total_params),
+        percent_of_targeted=percent(trainable, targeted),
+        percent_of_model=percent(trainable, facts.total_params),
         status=data.OK,
         formula=" + ".join(terms),
         parts=plan.parts,

@@ -37,7 +37,7 @@ class Study:
     device: str = "auto"
     trust_remote_code: bool = False
     memory: MemoryAssumptions = MemoryAssumptions()
-    merge_budget: float | None = None  # GB the merge check may use; None: the device's default
+    merge_budget: float | None = None  # GiB the merge check may use; None: the device's default
     jobs: int = 1  # models analysed at once; the merge budget is shared between them
     cell_jobs: int = 1  # processes counting one model's cells with PEFT (a run of a single model)
 
@@ -113,11 +113,12 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
 
 def _merge_check(config: Any, reference: Plan, study: Study) -> tuple[MergeCheck, str]:
     """The merge check on the walk-through's targets (q, k, v, o; all-linear where the model has none)."""
-    from .merge import GB, check_merge, default_budget_bytes, select_device
+    from .formatting import GIB
+    from .merge import check_merge, default_budget_bytes, select_device
 
     targets = (reference.modules + reference.parameters if not reference.reason else ()) or ("all-linear",)
     if study.merge_budget is not None:
-        budget = int(study.merge_budget * GB)
+        budget = int(study.merge_budget * GIB)
     else:
         budget = default_budget_bytes(select_device(study.device))
     budget //= study.jobs  # models checked at the same time share the memory

@@ -1,4 +1,4 @@
-"""Shared test setup: every test runs offline, and small real configs are at hand."""
+"""Shared test setup: every test runs offline; a fixture writes the tiny configs, one runs the command line."""
 
 from __future__ import annotations
 
@@ -6,14 +6,18 @@ import ipaddress
 import json
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 
 # Before anything imports huggingface_hub, which reads this once, at import time.
 os.environ["HF_HUB_OFFLINE"] = "1"
+
+from reportgen.cli import cli  # noqa: E402  (after HF_HUB_OFFLINE is set)
+from tests.families import tiny_config  # noqa: E402
 
 _connect = socket.socket.connect
 
@@ -42,28 +46,60 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", _local_only)
 
 
-# A shrunken Llama: hidden 64, 2 layers, 4 heads of 16, 2 kv heads, MLP 128, vocab 128.
-TINY_LLAMA: dict[str, Any] = {
-    "model_type": "llama",
-    "architectures": ["LlamaForCausalLM"],
-    "hidden_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "intermediate_size": 128,
-    "vocab_size": 128,
-    "tie_word_embeddings": False,
-}
-
-
 @pytest.fixture
 def write_config(tmp_path: Path) -> Callable[..., Path]:
-    """Write a config.json (the tiny Llama, with overrides) into tmp_path/NAME/ and return that folder."""
+    """Write tmp_path/NAME/config.json and return that folder.
 
-    def write(name: str = "tiny-llama", **overrides: Any) -> Path:
-        folder = tmp_path / name
+    The config is the tiny one of family (tests/families.py, the tiny Llama by default), or config when given,
+    with overrides on top; NAME defaults to its model_type.
+    """
+
+    def write(name: str | None = None, family: str = "llama", config: dict[str, Any] | None = None,
+              **overrides: Any) -> Path:
+        written = (tiny_config(family) if config is None else config) | overrides
+        folder = tmp_path / (name or written["model_type"])
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(json.dumps(TINY_LLAMA | overrides), encoding="utf-8")
+        (folder / "config.json").write_text(json.dumps(written), encoding="utf-8")
         return folder
 
     return write
+
+
+class Cli:
+    """The real `reportgen` command line, run in process; exceptions it does not handle reach the test."""
+
+    def __call__(self, *args: str | Path) -> Result:
+        """`reportgen ARGS`."""
+        return CliRunner().invoke(cli, [str(arg) for arg in args], prog_name="reportgen", catch_exceptions=False)
+
+    def report(self, folder: Path, models: str | Iterable[str | Path], *args: str | Path,
+               out: Path | None = None) -> Result:
+        """`reportgen report --models FOLDER/models.txt --out FOLDER/out ARGS`.
+
+        models.txt holds models, one a line (a str: the file's text as it is); out replaces FOLDER/out.
+        """
+        models_file = folder / "models.txt"
+        models_file.write_text(models if isinstance(models, str) else "".join(f"{line}\n" for line in models))
+        return self("report", "--models", models_file, "--out", out or folder / "out", *args)
+
+    @staticmethod
+    def index(out: Path) -> dict[str, Any]:
+        """The index.json of a written report folder."""
+        index: dict[str, Any] = json.loads((out / "index.json").read_text())
+        return index
+
+    def report_json(self, out: Path, model_id: str | None = None) -> dict[str, Any]:
+        """The report.json the index points at for model_id (default: the one model reported)."""
+        models = self.index(out)["models"]
+        if model_id is None:
+            (entry,) = models
+        else:
+            entry = next(model for model in models if model["id"] == model_id)
+        report: dict[str, Any] = json.loads((out / entry["report"]).read_text())
+        return report
+
+
+@pytest.fixture(scope="session")
+def run_cli() -> Cli:
+    """Runs the real command line: run_cli(*args), run_cli.report(folder, models, *args), and reads what it wrote."""
+    return Cli()

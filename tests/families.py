@@ -1,11 +1,16 @@
-"""Shrunken configs of every bundled family: the real model classes, tiny widths, built in milliseconds."""
+"""The one tiny config of each bundled family: the real model classes, tiny widths, built in milliseconds.
+
+Tests take these configs from ``tiny_config``: the conftest fixture ``write_config`` writes one to a
+config.json, ``AutoConfig.for_model(**tiny_config(family))`` builds one in memory. Their widths are the
+inputs of the tests' hand calculations.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from reportgen.render.charts import ChartData
 from reportgen.data import ModelReport
 from reportgen.variants import Variant
 from reportgen.pipeline import Study, analyse_spec
@@ -30,16 +35,26 @@ FAMILIES: dict[str, dict[str, Any]] = {
                "bos_token_id": 0, "eos_token_id": 0},
 }
 
-
-def write_config(folder: Path, model_type: str, **overrides: Any) -> Path:
-    """A shrunken config.json of this family in folder."""
-    path = folder / f"{model_type}.json"
-    path.write_text(json.dumps({"model_type": model_type} | FAMILIES[model_type] | overrides))
-    return path
+# The tiny Llama (tiny_config()), counted by hand: embeddings 128*64 = 8,192, which the LM head shares;
+# per layer q and o 64*64 = 4,096 each, k and v 32*64 = 2,048 each (2 kv heads of 16),
+# gate/up/down 3 * 96*64 = 18,432, two norms 2*64 = 128 -> 30,848; two layers 61,696; the final norm 64.
+TINY_LLAMA_PARAMS = 8_192 + 2 * 30_848 + 64  # 69,952
 
 
-def study_report(path: Path, variants: tuple[Variant, ...], ranks: tuple[int, ...] = (3, 12),
+def tiny_config(family: str = "llama", **overrides: Any) -> dict[str, Any]:
+    """The tiny config of a bundled family (model_type family), with overrides: what config.json holds."""
+    return {"model_type": family} | FAMILIES[family] | overrides
+
+
+def study_report(path: Path, variants: tuple[Variant, ...] | None = None, ranks: tuple[int, ...] = (3, 12),
                  **study: Any) -> ModelReport:
-    """The report of one config file under a study of these variants and ranks."""
+    """The report of one config (file or folder) under a study of these variants (default: the study's) and ranks."""
+    if variants is not None:
+        study["variants"] = variants
     return analyse_spec(ModelSpec(text=str(path), origin="test"), "test",
-                        Study(ranks=ranks, variants=variants, merge_check=False, **study))
+                        Study(ranks=ranks, merge_check=False, **study))
+
+
+def points(chart: ChartData) -> dict[str, dict[str, float]]:
+    """What a chart plots, as {series: {category: value}}: the data a test checks instead of image bytes."""
+    return {series.name: dict(zip(chart.categories, series.values)) for series in chart.series}

@@ -2,63 +2,45 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx2
 import huggingface_hub
 import pytest
-from click.testing import CliRunner, Result
 from huggingface_hub.errors import GatedRepoError
 
-from reportgen.cli import cli
+from tests.families import TINY_LLAMA_PARAMS
 
-# The tiny Llama of conftest.py, counted by hand:
-#   embeddings 128*64 = 8,192; untied LM head 8,192; final norm 64;
-#   per layer q 64*64 = 4,096, k and v 32*64 = 2,048 each, o 4,096,
-#   gate/up/down 3 * 128*64 = 24,576, two norms 128 -> 36,992; two layers 73,984.
-TINY_TOTAL = 8_192 + 8_192 + 64 + 2 * 36_992  # 90,432
-# qv_only at r=8: q 8*(64+64)*2 layers = 2,048, v 8*(32+64)*2 = 1,536.
+if TYPE_CHECKING:
+    from tests.conftest import Cli
+
+# qv_only at r=8 on the tiny Llama: q 8*(64+64)*2 layers = 2,048, v 8*(32+64)*2 = 1,536.
 TINY_QV_R8 = 2_048 + 1_536
 
 
-def invoke(*args: str) -> Result:
-    """The real `reportgen` command line, in process."""
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
-def report_of(out: Path, model_id: str) -> dict:
-    """The report.json the index points at for model_id."""
-    index = json.loads((out / "index.json").read_text())
-    entry = next(model for model in index["models"] if model["id"] == model_id)
-    return json.loads((out / entry["report"]).read_text())
-
-
-def assert_complete(out: Path, model_id: str) -> None:
+def assert_complete(run_cli: Cli, out: Path, model_id: str) -> None:
     """The tiny Llama's report is all there, with the hand-counted figures."""
-    report = report_of(out, model_id)
-    assert report["model"]["total_params"] == TINY_TOTAL
+    report = run_cli.report_json(out, model_id)
+    assert report["model"]["total_params"] == TINY_LLAMA_PARAMS
     assert len(report["cells"]) == 2 * (3 + 7)  # (seed scenarios + one per module type) x ranks 8, 16
     qv = next(c for c in report["cells"] if c["scenario"] == "qv_only" and c["rank"] == 8)
     assert qv["formula_trainable"] == qv["peft_trainable"] == TINY_QV_R8
 
 
 def test_each_bad_line_fails_alone_and_the_good_models_are_reported(
-    tmp_path: Path, write_config: Callable[..., Path]
+    tmp_path: Path, write_config: Callable[..., Path], run_cli: Cli
 ) -> None:
     good = write_config("good")
     unknown = write_config("unknown", model_type="no_such_model_type")
     malformed = tmp_path / "malformed"
     malformed.mkdir()
     (malformed / "config.json").write_text('{"model_type": "llama",\n "hidden_size": }\n')
-    models = tmp_path / "models.txt"
-    models.write_text(
-        f"# a hand-edited list\n{good}\nnobody/not-bundled-7b\n{tmp_path}/missing/config.json\n"
-        f"{malformed}\n{unknown}\n{good}\n"
-    )
-    out = tmp_path / "out"
-    result = invoke("report", "--models", str(models), "--out", str(out), "--no-merge-check")
+    models, out = tmp_path / "models.txt", tmp_path / "out"
+    result = run_cli.report(tmp_path, ["# a hand-edited list", good, "nobody/not-bundled-7b",
+                                       f"{tmp_path}/missing/config.json", malformed, unknown, good],
+                            "--no-merge-check")
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [
         f"note: {models}:7: {good} is a duplicate of {models}:2; reported once",
@@ -73,8 +55,8 @@ def test_each_bad_line_fails_alone_and_the_good_models_are_reported(
         "(a newer transformers may; or the config needs --trust-remote-code and an auto_map)",
     ]
     assert "Traceback" not in result.output
-    assert_complete(out, str(good))
-    index = json.loads((out / "index.json").read_text())
+    assert_complete(run_cli, out, str(good))
+    index = run_cli.index(out)
     assert [(f["line"], f["status"]) for f in index["failures"]] == [(3, "failed"), (4, "failed"),
                                                                        (5, "failed"), (6, "failed")]
     assert index["notes"] == [f"{models}:7: {good} is a duplicate of {models}:2; reported once"]
@@ -96,31 +78,29 @@ def _gated(repo: str, *args: object, **kwargs: object) -> str:
     ],
 )
 def test_gated_repo_says_how_to_get_access(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, token: str | None, fix: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: Cli, token: str | None, fix: str
 ) -> None:
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", _gated)
     if token:
         monkeypatch.setenv("HF_TOKEN", token)
+    result = run_cli.report(tmp_path, ["gated-org/gated-model"], "--no-merge-check")
     models = tmp_path / "models.txt"
-    models.write_text("gated-org/gated-model\n")
-    result = invoke("report", "--models", str(models), "--out", str(tmp_path / "out"), "--no-merge-check")
     assert result.exit_code == 1
     assert result.stderr == f"error: {models}:1: gated-org/gated-model is a gated repo; {fix}\n"
-    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    index = run_cli.index(tmp_path / "out")
     assert index["failures"][0]["error"] == f"{models}:1: gated-org/gated-model is a gated repo; {fix}"
 
 
 def test_a_base_model_without_causal_lm_class_is_built_with_automodel(
-    tmp_path: Path, write_config: Callable[..., Path]
+    tmp_path: Path, write_config: Callable[..., Path], run_cli: Cli
 ) -> None:
     # ViT has no causal-LM class; its base model ViTModel is one stack of blocks with Linear layers.
-    vit = write_config("vit", model_type="vit", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                       intermediate_size=128, image_size=32, patch_size=16)
-    models = tmp_path / "models.txt"
-    models.write_text(f"{vit}\n")
-    result = invoke("report", "--models", str(models), "--out", str(tmp_path / "out"), "--no-merge-check")
+    vit = write_config(config={"model_type": "vit", "hidden_size": 64, "num_hidden_layers": 2,
+                               "num_attention_heads": 4, "intermediate_size": 128, "image_size": 32,
+                               "patch_size": 16})
+    result = run_cli.report(tmp_path, [vit], "--no-merge-check")
     assert result.exit_code == 0, result.output
-    model = report_of(tmp_path / "out", str(vit))["model"]
+    model = run_cli.report_json(tmp_path / "out", str(vit))["model"]
     assert model["architecture"] == "ViTModel"
     assert model["build_note"] == ("transformers has no causal-LM class for model_type 'vit': "
                                    "built the base model ViTModel (AutoModel), which has no LM head")
@@ -130,20 +110,21 @@ def test_a_base_model_without_causal_lm_class_is_built_with_automodel(
                                       + 64 * 64 + 64)
 
 
-def test_an_encoder_decoder_says_why_it_is_not_built(tmp_path: Path, write_config: Callable[..., Path]) -> None:
-    t5 = write_config("t5", model_type="t5", d_model=64, num_layers=2, num_heads=4, d_ff=128, d_kv=16)
-    models = tmp_path / "models.txt"
-    models.write_text(f"{t5}\n")
-    result = invoke("report", "--models", str(models), "--out", str(tmp_path / "out"), "--no-merge-check")
+def test_an_encoder_decoder_says_why_it_is_not_built(
+    tmp_path: Path, write_config: Callable[..., Path], run_cli: Cli
+) -> None:
+    t5 = write_config(config={"model_type": "t5", "d_model": 64, "num_layers": 2, "num_heads": 4, "d_ff": 128,
+                              "d_kv": 16})
+    result = run_cli.report(tmp_path, [t5], "--no-merge-check")
     assert result.exit_code == 1
     assert result.stderr == (
-        f"error: {models}:1: {t5}: model_type 't5' is an encoder-decoder with no causal-LM class in "
-        "transformers; reportgen analyses one stack of repeated blocks and would mix encoder and decoder layers\n"
+        f"error: {tmp_path / 'models.txt'}:1: {t5}: model_type 't5' is an encoder-decoder with no causal-LM class "
+        "in transformers; reportgen analyses one stack of repeated blocks and would mix encoder and decoder layers\n"
     )
 
 
 def test_an_unexpected_exception_is_one_line_naming_the_model(
-    tmp_path: Path, write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, write_config: Callable[..., Path], run_cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import reportgen.analyse
 
@@ -152,30 +133,24 @@ def test_an_unexpected_exception_is_one_line_naming_the_model(
 
     monkeypatch.setattr(reportgen.analyse, "module_rows", broken)
     good = write_config("good")
-    models = tmp_path / "models.txt"
-    models.write_text(f"{good}\n")
-    args = ["report", "--models", str(models), "--out", str(tmp_path / "out"), "--no-merge-check"]
-    result = invoke(*args)
+    result = run_cli.report(tmp_path, [good], "--no-merge-check")
     assert result.exit_code == 1
     assert result.stderr == (
-        f"error: {models}:1: {good}: unexpected ZeroDivisionError: boom (run with --verbose for the traceback)\n"
+        f"error: {tmp_path / 'models.txt'}:1: {good}: unexpected ZeroDivisionError: boom "
+        "(run with --verbose for the traceback)\n"
     )
-    verbose = invoke(*args, "--verbose")
+    verbose = run_cli.report(tmp_path, [good], "--no-merge-check", "--verbose")
     assert "Traceback (most recent call last)" in verbose.stderr
     assert 'raise ZeroDivisionError("boom")' in verbose.stderr
 
 
 def test_a_scenario_that_matches_nothing_is_named_in_its_cell(
-    tmp_path: Path, write_config: Callable[..., Path]
+    tmp_path: Path, write_config: Callable[..., Path], run_cli: Cli
 ) -> None:
     good = write_config("good")
-    models = tmp_path / "models.txt"
-    models.write_text(f"{good}\n")
-    out = tmp_path / "out"
-    result = invoke("report", "--models", str(models), "--out", str(out), "--no-merge-check",
-                    "--ranks", "8", "--scenario", "ghost=c_attn,q")
+    result = run_cli.report(tmp_path, [good], "--no-merge-check", "--ranks", "8", "--scenario", "ghost=c_attn,q")
     assert result.exit_code == 0, result.output
-    cell = next(c for c in report_of(out, str(good))["cells"] if c["scenario"] == "ghost")
+    cell = next(c for c in run_cli.report_json(tmp_path / "out", str(good))["cells"] if c["scenario"] == "ghost")
     assert (cell["status"], cell["note"], cell["peft_trainable"]) == (
         "no_match", "targets c_attn match no module of this model", None
     )
@@ -200,16 +175,12 @@ USAGE = "Usage: reportgen report [OPTIONS]\nTry 'reportgen report --help' for he
     ],
 )
 def test_bad_options_are_usage_errors_before_any_work(
-    tmp_path: Path, write_config: Callable[..., Path], args: list[str], error: str
+    tmp_path: Path, write_config: Callable[..., Path], run_cli: Cli, args: list[str], error: str
 ) -> None:
-    models = tmp_path / "models.txt"
-    models.write_text(f"{write_config()}\n")
-    out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["report", "--models", str(models), "--out", str(out), *args],
-                                prog_name="reportgen")
+    result = run_cli.report(tmp_path, [write_config()], *args)
     assert result.exit_code == 2
     assert result.stderr == f"{USAGE}Error: {error}\n"
-    assert not out.exists()
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
@@ -219,12 +190,14 @@ def test_bad_options_are_usage_errors_before_any_work(
         ("# only comments\n\n   \n", "models file {models} names no model (only blank lines and comments)"),
     ],
 )
-def test_a_missing_or_empty_models_file_is_a_usage_error(tmp_path: Path, content: str | None, error: str) -> None:
-    models = tmp_path / "models.txt"
-    if content is not None:
-        models.write_text(content)
-    out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["report", "--models", str(models), "--out", str(out)], prog_name="reportgen")
+def test_a_missing_or_empty_models_file_is_a_usage_error(
+    tmp_path: Path, run_cli: Cli, content: str | None, error: str
+) -> None:
+    models, out = tmp_path / "models.txt", tmp_path / "out"
+    if content is None:
+        result = run_cli("report", "--models", models, "--out", out)
+    else:
+        result = run_cli.report(tmp_path, content)
     assert result.exit_code == 2
     assert result.stderr == f"{USAGE}Error: {error.format(models=models)}\n"
     assert not out.exists()
@@ -232,15 +205,13 @@ def test_a_missing_or_empty_models_file_is_a_usage_error(tmp_path: Path, content
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_an_output_folder_that_cannot_be_written_is_one_line(
-    tmp_path: Path, write_config: Callable[..., Path], jobs: str
+    tmp_path: Path, write_config: Callable[..., Path], run_cli: Cli, jobs: str
 ) -> None:
-    models = tmp_path / "models.txt"
-    models.write_text(f"{write_config('one')}\n{write_config('two')}\n")
     out = tmp_path / "taken"
     out.write_text("a file where the output folder should be")
     # With --jobs 2 the worker process that analysed a model writes its folder: its error reaches the user too.
-    result = CliRunner().invoke(cli, ["report", "--models", str(models), "--out", str(out), "--jobs", jobs,
-                                      "--no-merge-check", "--quiet"], prog_name="reportgen")
+    result = run_cli.report(tmp_path, [write_config("one"), write_config("two")], "--jobs", jobs,
+                            "--no-merge-check", "--quiet", out=out)
     assert result.exit_code == 1
     assert result.stderr.startswith(f"Error: cannot write the report to {out}: ")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from reportgen.pipeline import Study, analyse_spec
 from reportgen.resolve import ModelSpec, catalog_ids
-from tests.families import study_report, write_config
-from tests.test_published_totals import PUBLISHED_TOTALS
 from reportgen.variants import BUILTIN_VARIANTS
-
-# Checkpoint tensor totals: PUBLISHED_TOTALS.md's figures, where the checkpoint stores more than the module
-# parameters (its notes and SOURCES.md: gpt2's 12 causal-mask buffers of 1024x1024, falcon-7b's tied lm_head stored
-# separately) the checkpoint's own total.
-PUBLISHED = PUBLISHED_TOTALS | {
-    "openai-community/gpt2": 137_022_720,
-    "tiiuae/falcon-7b": 7_217_189_760,
-}
-UNIQUE = {model: PUBLISHED_TOTALS[model] for model in ("openai-community/gpt2", "tiiuae/falcon-7b")}
+from tests.families import study_report
+from tests.test_published_totals import CHECKPOINT_TOTALS, PUBLISHED_TOTALS
 
 
 def lines(model_id: str) -> dict[str, int]:
@@ -31,9 +23,10 @@ def lines(model_id: str) -> dict[str, int]:
 @pytest.mark.parametrize("model_id", ["openai-community/gpt2", "tiiuae/falcon-7b", "meta-llama/Llama-3.2-1B-Instruct"])
 def test_checkpoint_total_and_unique_count_match_published(model_id: str) -> None:
     counts = lines(model_id)
-    assert counts["checkpoint tensor total"] == PUBLISHED[model_id]
-    assert counts["parameters, tied weights counted once"] == UNIQUE.get(model_id, PUBLISHED[model_id])
-    assert counts["transformers num_parameters()"] == UNIQUE.get(model_id, PUBLISHED[model_id])
+    # GPT-2's checkpoint adds 12 causal masks, Falcon's its lm_head stored once more: both published.
+    assert counts["checkpoint tensor total"] == CHECKPOINT_TOTALS[model_id]
+    assert counts["parameters, tied weights counted once"] == PUBLISHED_TOTALS[model_id]
+    assert counts["transformers num_parameters()"] == PUBLISHED_TOTALS[model_id]
 
 
 def test_reference_all_params_is_the_walkthroughs() -> None:
@@ -41,10 +34,10 @@ def test_reference_all_params_is_the_walkthroughs() -> None:
     assert lines("meta-llama/Llama-3.2-1B-Instruct")["PEFT all params (reference LoraConfig)"] == 1_239_222_272
 
 
-def test_bnb_4bit_count_halves_the_quantized_weights(tmp_path: Path) -> None:
+def test_bnb_4bit_count_halves_the_quantized_weights(write_config: Callable[..., Path]) -> None:
     # tiny llama (tied): embed 128x64 kept; per layer q 64x64, k 32x64, v 32x64, o 64x64, gate/up 96x64,
     # down 64x96 packed to half; norms 64 x (2 per layer + 1 final) kept; lm_head tied, not converted.
-    report = study_report(write_config(tmp_path, "llama"), (BUILTIN_VARIANTS["lora"],), ranks=(8,))
+    report = study_report(write_config(), (BUILTIN_VARIANTS["lora"],), ranks=(8,))
     linear = 64 * 64 + 32 * 64 + 32 * 64 + 64 * 64 + 3 * 96 * 64
     expected = 128 * 64 + 2 * (linear // 2 + 2 * 64) + 64
     counts = {line.label: line.count for line in report.explanation}
@@ -55,7 +48,7 @@ def test_bnb_4bit_count_halves_the_quantized_weights(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("model_id", catalog_ids())
 def test_every_bundled_checkpoint_total_is_published(model_id: str) -> None:
-    assert lines(model_id)["checkpoint tensor total"] == PUBLISHED[model_id]
+    assert lines(model_id)["checkpoint tensor total"] == CHECKPOINT_TOTALS[model_id]
 
 
 def test_the_terminal_table_reads_from_the_left() -> None:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from reportgen.data import ModelFailure, ModelReport, to_jsonable
 from reportgen.pipeline import Progress, Study, run
 from reportgen.resolve import ModelSpec
+
+if TYPE_CHECKING:
+    from tests.conftest import Cli
 
 
 def test_parallel_run_equals_the_serial_run(tmp_path: Path, write_config: Callable[..., Path]) -> None:
@@ -33,23 +37,18 @@ def test_parallel_run_equals_the_serial_run(tmp_path: Path, write_config: Callab
     assert parallel.reports[1].cell("c_attn", 4).peft_trainable == 12 * 4 * (768 + 2304)
 
 
-def test_jobs_zero_means_one_per_core_through_the_cli(tmp_path: Path, write_config: Callable[..., Path]) -> None:
-    from click.testing import CliRunner
-
-    from reportgen.cli import cli
-
-    models = tmp_path / "models.txt"
-    models.write_text(f"{write_config('a')}\n{write_config('b')}\n")
-    out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["report", "--models", str(models), "--out", str(out), "--jobs", "0",
-                                      "--ranks", "4", "--no-merge-check", "--quiet"])
+def test_jobs_zero_means_one_per_core_through_the_cli(
+    tmp_path: Path, write_config: Callable[..., Path], run_cli: Cli
+) -> None:
+    result = run_cli.report(tmp_path, [write_config("a"), write_config("b")], "--jobs", "0", "--ranks", "4",
+                            "--no-merge-check", "--quiet")
     assert result.exit_code == 0, result.output
-    assert len(list(out.glob("*/report.json"))) == 2
+    assert len(list((tmp_path / "out").glob("*/report.json"))) == 2
 
 
 def test_parallel_jobs_share_the_merge_budget(write_config: Callable[..., Path]) -> None:
-    # The check reserves 0.5 GB for the runtime beside the (tiny) weights, so 0.8 GB lets one
-    # model run whole, while two jobs sharing it get 0.4 GB each and must skip, saying so.
+    # The check reserves 0.5 GiB for the runtime beside the (tiny) weights, so 0.8 GiB lets one
+    # model run whole, while two jobs sharing it get 0.4 GiB each and must skip, saying so.
     specs = [ModelSpec(str(write_config("a")), "m:1"), ModelSpec(str(write_config("b")), "m:2")]
     alone = run(specs, Study(ranks=(4,), merge_budget=0.8), jobs=1)
     assert [r.merge_check.status for r in alone.reports] == ["passed", "passed"]
@@ -83,13 +82,8 @@ def test_a_single_model_spreads_its_cells_over_processes(monkeypatch: pytest.Mon
         (c.scenario, c.rank, c.peft_trainable) for c in serial.reports[0].cells]
 
 
-def test_inspect_takes_jobs() -> None:
-    from click.testing import CliRunner
-
-    from reportgen.cli import cli
-
-    one, two = (CliRunner().invoke(cli, ["inspect", "openai-community/gpt2", "--ranks", "4", "--jobs", jobs])
-                for jobs in ("1", "2"))
+def test_inspect_takes_jobs(run_cli: Cli) -> None:
+    one, two = (run_cli("inspect", "openai-community/gpt2", "--ranks", "4", "--jobs", jobs) for jobs in ("1", "2"))
     assert one.exit_code == two.exit_code == 0, two.output
     assert one.output == two.output
     assert f"{12 * 4 * 3072:,}" in two.output  # c_attn at r=4, by hand

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from click.testing import CliRunner
 
-from reportgen.cli import cli
 from reportgen.errors import UsageError
 from reportgen.matrix import Matrix, load_matrix, parse_matrix
 from reportgen.variants import BUILTIN_VARIANTS
-from tests.families import write_config
+
+if TYPE_CHECKING:
+    from tests.conftest import Cli
 
 STUDY = """
 ranks = [3, 12]
@@ -62,15 +63,13 @@ def test_bad_matrix_files_say_what_is_wrong(tmp_path: Path, text: str, message: 
         load_matrix(path)
 
 
-def test_report_with_matrix_writes_every_method_and_the_explanation(tmp_path: Path) -> None:
+def test_report_with_matrix_writes_every_method_and_the_explanation(
+    tmp_path: Path, write_config: Callable[..., Path], run_cli: Cli
+) -> None:
     (tmp_path / "study.toml").write_text(STUDY)
-    config = write_config(tmp_path, "llama")
-    (tmp_path / "models.txt").write_text(f"{config}\n")
-    result = CliRunner().invoke(cli, ["report", "--models", str(tmp_path / "models.txt"), "--out",
-                                      str(tmp_path / "out"), "--matrix", str(tmp_path / "study.toml"),
-                                      "--no-merge-check", "-q"])
+    result = run_cli.report(tmp_path, [write_config()], "--matrix", tmp_path / "study.toml", "--no-merge-check", "-q")
     assert result.exit_code == 0, result.output
-    report = json.loads(next((tmp_path / "out").glob("*/report.json")).read_text())
+    report = run_cli.report_json(tmp_path / "out")
     assert {cell["method"] for cell in report["cells"]} == {"lora", "dora", "all_bias"}
     assert {cell["rank"] for cell in report["cells"]} == {3, 12}
     assert all(cell["status"] != "mismatch" for cell in report["cells"])
@@ -80,15 +79,15 @@ def test_report_with_matrix_writes_every_method_and_the_explanation(tmp_path: Pa
     assert attn_mlp[0]["peft_trainable"] == 2 * (3 * 128 + 3 * 160)
 
 
-def test_inspect_methods_option_and_its_errors(tmp_path: Path) -> None:
-    config = write_config(tmp_path, "gpt2")
-    result = CliRunner().invoke(cli, ["inspect", str(config), "--methods", "lora,vera", "--ranks", "8"])
+def test_inspect_methods_option_and_its_errors(write_config: Callable[..., Path], run_cli: Cli) -> None:
+    config = write_config(family="gpt2")
+    result = run_cli("inspect", config, "--methods", "lora,vera", "--ranks", "8")
     assert result.exit_code == 0, result.output
     assert "vera" in result.output and "Why the counts differ" in result.output
     # VeRA trains per adapted matrix only its scaling vectors: d (r) and b (out). Shrunken GPT-2 (hidden 64,
     # 2 layers), c_attn (out 192) alone: 2 layers x (8 + 192).
     vera_c_attn = [line for line in result.output.splitlines() if line.split()[:2] == ["c_attn", "vera"]]
     assert vera_c_attn and f"{2 * (8 + 192):,}" in vera_c_attn[0].split()
-    bad = CliRunner().invoke(cli, ["inspect", str(config), "--methods", "lorra"])
+    bad = run_cli("inspect", config, "--methods", "lorra")
     assert bad.exit_code == 2
     assert "unknown method 'lorra'" in bad.output

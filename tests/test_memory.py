@@ -7,32 +7,36 @@ same meta model; none is taken from reportgen's output.
 
 from __future__ import annotations
 
-import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
 from accelerate.utils import CustomDtype, compute_module_sizes
 from accelerate.utils.modeling import compute_module_total_buffer_size
-from click.testing import CliRunner
 from torch import nn
 
 from reportgen.build import build_meta_model, load_config
-from reportgen.cli import cli
 from reportgen.data import MemoryAssumptions, MemoryRow, ModelReport
 from reportgen.memory import memory_rows, memory_shape
 from reportgen.pipeline import Study, analyse_spec
 from reportgen.resolve import ModelSpec, resolve
+from tests.families import study_report, tiny_config
+from tests.test_published_totals import PUBLISHED_TOTALS
+
+if TYPE_CHECKING:
+    from tests.conftest import Cli
 
 LLAMA_8B = "meta-llama/Llama-3.1-8B-Instruct"
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GIB = 2**30
 
 # Llama-3.1-8B-Instruct, from its config.json: 32 layers, hidden 4096, 32 heads of 128, 8 kv heads,
-# intermediate 14336, vocabulary 128256, untied embeddings; 8,030,261,248 parameters (published).
+# intermediate 14336, vocabulary 128256, untied embeddings; its published parameter total.
 L, H, HEADS, KV, D, I, V = 32, 4096, 32, 8, 128, 14336, 128_256
-LLAMA_8B_PARAMS = 8_030_261_248
+LLAMA_8B_PARAMS = PUBLISHED_TOTALS[LLAMA_8B]  # 8,030,261,248
 # (out, in) of the seven projections of one layer.
 PROJECTIONS = {
     "q_proj": (HEADS * D, H), "k_proj": (KV * D, H), "v_proj": (KV * D, H), "o_proj": (H, HEADS * D),
@@ -179,33 +183,26 @@ def test_cross_check_weights_with_accelerate(llama: ModelReport) -> None:
     assert qlora.frozen_weight_bytes - qlora.quantisation_bytes == nf4_sizes - nf4_buffers
 
 
-def tiny(tmp_path: Path, config: dict[str, Any], study: Study) -> ModelReport:
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(config))
-    return analyse_spec(ModelSpec(str(path), "test"), "tiny", study)
-
-
-def test_gpt2_without_checkpointing_is_korthikantis_formula(tmp_path: Path) -> None:
+def test_gpt2_without_checkpointing_is_korthikantis_formula(write_config: Callable[..., Path]) -> None:
     # GPT-2 is the paper's layer: multi-head attention, a 4h GELU MLP, dropout (0.1 in its config).
-    h, a, layers, vocab, s, b = 64, 4, 2, 128, 32, 3
-    config = {"model_type": "gpt2", "n_embd": h, "n_head": a, "n_layer": layers, "vocab_size": vocab, "n_positions": s}
+    gpt2 = tiny_config("gpt2")
+    h, a, layers, vocab, s, b = gpt2["n_embd"], gpt2["n_head"], gpt2["n_layer"], gpt2["vocab_size"], 32, 3
     memory = MemoryAssumptions(seq_len=s, batch_size=b, grad_checkpointing=False)
-    report = tiny(tmp_path, config, Study(ranks=(4,), merge_check=False, memory=memory))
+    report = study_report(write_config(family="gpt2"), ranks=(4,), memory=memory)
     full = headline(report, "full")
     per_layer = s * b * h * (34 + 5 * a * s // h)  # Korthikanti et al. 2022, eq. (1), bytes in 16-bit
     assert 5 * a * s % h == 0
     assert full.activation_bytes == layers * per_layer + 4 * s * b * vocab
 
 
-def test_mixtral_activations_count_the_active_experts(tmp_path: Path) -> None:
-    h, heads, kv, inter, layers, vocab, experts, top_k, s = 64, 4, 2, 96, 2, 128, 4, 2, 16
-    config = {
-        "model_type": "mixtral", "hidden_size": h, "num_attention_heads": heads, "num_key_value_heads": kv,
-        "intermediate_size": inter, "num_hidden_layers": layers, "vocab_size": vocab, "head_dim": h // heads,
-        "num_local_experts": experts, "num_experts_per_tok": top_k, "attention_dropout": 0.0,
-    }
+def test_mixtral_activations_count_the_active_experts(write_config: Callable[..., Path]) -> None:
+    mixtral = tiny_config("mixtral")  # no attention dropout: Mixtral's default is 0.0
+    h, heads, kv, inter, layers, vocab = (mixtral[key] for key in (
+        "hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size", "num_hidden_layers",
+        "vocab_size"))
+    experts, top_k, s = mixtral["num_local_experts"], mixtral["num_experts_per_tok"], 16
     memory = MemoryAssumptions(seq_len=s, grad_checkpointing=False)
-    report = tiny(tmp_path, config, Study(ranks=(4,), merge_check=False, memory=memory))
+    report = study_report(write_config(family="mixtral"), ranks=(4,), memory=memory)
     d = h // heads
     attention = 2 * s * (2 * h + 2 * heads * d + 2 * kv * d) + 2 * 2 * heads * s * s
     # norm input, router input, router logits, and per active expert: its input copy, gate, up, act, product
@@ -213,41 +210,36 @@ def test_mixtral_activations_count_the_active_experts(tmp_path: Path) -> None:
     assert headline(report, "full").activation_bytes == layers * (attention + mlp) + 4 * s * vocab
 
 
-def test_report_json_memory_through_the_cli(tmp_path: Path) -> None:
-    models = tmp_path / "models.txt"
-    models.write_text("HuggingFaceTB/SmolLM2-135M-Instruct\n")
-    out = tmp_path / "out"
-    result = CliRunner().invoke(cli, [
-        "report", "--models", str(models), "--out", str(out), "--no-merge-check", "--ranks", "8",
-        "--seq-len", "512", "--batch-size", "2", "--no-grad-checkpointing", "--optimizer", "adamw-8bit",
-        "--base-dtype", "fp32",
-    ])
+def test_report_json_memory_through_the_cli(tmp_path: Path, run_cli: Cli) -> None:
+    result = run_cli.report(tmp_path, [SMOLLM2], "--no-merge-check", "--ranks", "8", "--seq-len", "512",
+                            "--batch-size", "2", "--no-grad-checkpointing", "--optimizer", "adamw-8bit",
+                            "--base-dtype", "fp32")
     assert result.exit_code == 0, result.output
-    report = json.loads((out / "HuggingFaceTB--SmolLM2-135M-Instruct" / "report.json").read_text())
+    report = run_cli.report_json(tmp_path / "out", SMOLLM2)
     contract = {"method", "scenario", "rank", "weight_bytes", "trainable_params", "gradient_bytes",
                 "optimizer_bytes", "activation_bytes", "total_bytes"}
     assert all(contract <= set(row) for row in report["memory"])
     assert [row["method"] for row in report["memory"] if row["headline"]] == ["full", "lora", "qlora"]
     full = report["memory"][0]
-    assert full["weight_bytes"] == 4 * 134_515_008  # fp32, the published parameter count
+    assert full["weight_bytes"] == 4 * PUBLISHED_TOTALS[SMOLLM2]  # fp32, the published parameter count
     stated = {item["name"]: item["value"] for item in report["memory_assumptions"]}
     assert (stated["seq_len"], stated["batch_size"], stated["grad_checkpointing"]) == ("512", "2", "off")
     assert (stated["optimizer"], stated["base_dtype"]) == ("adamw-8bit", "fp32")
     assert all(item["source"] for item in report["memory_assumptions"])
 
 
-def test_an_unknown_optimizer_is_a_usage_error() -> None:
-    result = CliRunner().invoke(cli, ["inspect", LLAMA_8B, "--optimizer", "sgd"])
+def test_an_unknown_optimizer_is_a_usage_error(run_cli: Cli) -> None:
+    result = run_cli("inspect", LLAMA_8B, "--optimizer", "sgd")
     assert result.exit_code == 2
     assert "'sgd' is not one of 'adamw', 'adamw-8bit'" in result.output
 
 
-def test_inspect_prints_the_memory_table_and_its_assumptions() -> None:
-    result = CliRunner().invoke(cli, ["inspect", "HuggingFaceTB/SmolLM2-135M-Instruct", "--ranks", "8"])
+def test_inspect_prints_the_memory_table_and_its_assumptions(run_cli: Cli) -> None:
+    result = run_cli("inspect", SMOLLM2, "--ranks", "8")
     assert result.exit_code == 0, result.output
     memory = result.output.split("Training memory (GB = 1e9 bytes)")[1]
     table, assumptions = memory.split("Assumptions")
     assert [line.split()[0] for line in table.strip().splitlines()[1:4]] == ["full", "lora", "qlora"]
-    # SmolLM2-135M in bf16: 134,515,008 parameters * 2 bytes = 0.27 GB of weights.
+    # SmolLM2-135M in bf16: its published 134,515,008 parameters * 2 bytes = 0.27 GB of weights.
     assert table.strip().splitlines()[1].split()[4] == "0.27"
     assert "Korthikanti et al. 2022" in assumptions and "Dettmers et al. 2023, QLoRA" in assumptions

@@ -1,50 +1,59 @@
 """The merge check: it passes on real families, it fails on a wrong merge, and it says what it materialised.
 
-Every model here is a shrunken config of a real family built with
+Every model here is the tiny config of a real family (tests/families.py) built with
 ``AutoConfig.for_model``; the expected parameter counts come from transformers
-building the same config on its own, or from a hand calculation written out.
+building the same config on its own, or from a hand calculation written out; the
+dtype and device come from the tensors the check really merged.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
-from click.testing import CliRunner
 from peft import PeftModel
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from reportgen import merge
-from reportgen.cli import cli
 from reportgen.errors import UsageError
-from reportgen.merge import check_merge, replica_config
+from reportgen.merge import check_merge, merge_and_unload, replica_config
+from tests.families import TINY_LLAMA_PARAMS, tiny_config
+
+if TYPE_CHECKING:
+    from tests.conftest import Cli
 
 QKVO = ("q_proj", "k_proj", "v_proj", "o_proj")
-LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-             num_key_value_heads=2, vocab_size=256, tie_word_embeddings=True)
 
-# family -> (config kwargs, the walk-through's q/k/v/o targets as the pipeline names them)
-FAMILIES: dict[str, tuple[dict[str, object], tuple[str, ...]]] = {
-    "llama": (LLAMA, QKVO),
-    "qwen2": (dict(LLAMA, tie_word_embeddings=False), ("all-linear",)),
-    "gpt2": (dict(n_embd=64, n_layer=2, n_head=4, vocab_size=256, n_positions=64, bos_token_id=0, eos_token_id=0),
-             ("c_attn", "attn.c_proj")),
-    "gemma2": (dict(LLAMA, num_hidden_layers=4, head_dim=16), QKVO),
-    "phi3": (dict(LLAMA, tie_word_embeddings=False, pad_token_id=0, bos_token_id=0, eos_token_id=0),
-             ("qkv_proj", "o_proj")),
-    "mixtral": (dict(LLAMA, tie_word_embeddings=False, num_local_experts=4, num_experts_per_tok=2), QKVO),
+# family -> the walk-through's q/k/v/o targets as the pipeline names them (Qwen2: all-linear)
+TARGETS: dict[str, tuple[str, ...]] = {
+    "llama": QKVO,  # tied embeddings
+    "qwen2": ("all-linear",),
+    "gpt2": ("c_attn", "attn.c_proj"),
+    "gemma2": QKVO,
+    "phi3": ("qkv_proj", "o_proj"),  # untied
+    "mixtral": QKVO,  # untied
 }
 
 
 def tiny(family: str, **overrides: object) -> PretrainedConfig:
-    """A shrunken config of a real family."""
-    kwargs, _ = FAMILIES[family]
-    return AutoConfig.for_model(family, **{**kwargs, **overrides})
+    """The tiny config of a real family (tests/families.py)."""
+    return AutoConfig.for_model(**tiny_config(family, **overrides))
+
+
+def noting_tensors(seen: set[tuple[str, str]], merge_with: merge.Merge = merge_and_unload) -> merge.Merge:
+    """The merge, noting (dtype, device) of every parameter of the merged model it hands back."""
+
+    def merge_and_note(peft_model: PeftModel) -> nn.Module:
+        merged = merge_with(peft_model)
+        seen.update((str(p.dtype).removeprefix("torch."), p.device.type) for p in merged.parameters())
+        return merged
+
+    return merge_and_note
 
 
 def reference_model(config: PretrainedConfig) -> nn.Module:
@@ -52,10 +61,11 @@ def reference_model(config: PretrainedConfig) -> nn.Module:
     return AutoModelForCausalLM.from_config(config)
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", sorted(TARGETS))
 def test_merge_check_passes_on_real_families(family: str) -> None:
     config = tiny(family)
-    check, printout = check_merge(config, FAMILIES[family][1], device="cpu")
+    tensors: set[tuple[str, str]] = set()
+    check, printout = check_merge(config, TARGETS[family], device="cpu", merge=noting_tensors(tensors))
     reference = reference_model(config)
     assert check.status == "passed", check.note
     assert check.passed is True
@@ -63,7 +73,9 @@ def test_merge_check_passes_on_real_families(family: str) -> None:
     assert check.max_abs_diff <= check.tolerance
     # Not vacuous: the LoRA moved the logits by far more than the tolerance.
     assert check.lora_effect is not None and check.lora_effect > 10 * check.tolerance
-    assert (check.device, check.dtype) == ("cpu", "float32")
+    # On CPU the check runs in fp32 by default, and says so: the tensors it merged were fp32 on the CPU.
+    assert tensors == {("float32", "cpu")}
+    assert {(check.dtype, check.device)} == tensors
     assert check.params_after_merge == reference.num_parameters()
     assert check.materialised.startswith(f"whole model: all {config.num_hidden_layers} layers")
     # The merged model prints exactly as the plain base model does: no LoRA layer left.
@@ -71,13 +83,8 @@ def test_merge_check_passes_on_real_families(family: str) -> None:
 
 
 def test_params_after_merge_equal_a_hand_count() -> None:
-    # Tiny Llama, tied: embedding 256*64 (head shares it); per layer q 64*64, k and v 64*32
-    # (2 kv heads of 16), o 64*64, gate/up/down 3*64*128, two norms 2*64; a final norm 64.
-    per_layer = 64 * 64 + 2 * 64 * 32 + 64 * 64 + 3 * 64 * 128 + 2 * 64
-    expected = 256 * 64 + 3 * per_layer + 64
-    assert expected == 127_424
     check, _ = check_merge(tiny("llama"), QKVO, device="cpu")
-    assert check.params_after_merge == expected
+    assert check.params_after_merge == TINY_LLAMA_PARAMS  # tied: the head shares the embedding
     assert "tied embeddings" in check.note
 
 
@@ -148,14 +155,13 @@ def test_untied_embeddings_after_merge_fail() -> None:
 def test_replica_when_the_whole_model_is_over_budget() -> None:
     config = tiny("llama", num_hidden_layers=12, tie_word_embeddings=False, intermediate_size=256)
     # By hand: per layer 64*64 + 2*64*32 + 64*64 + 3*64*256 + 2*64 = 61,568; the whole model
-    # 12 layers + embedding and head 2*256*64 + final norm 64 = 771,648 (~3 MB in fp32); two layers 155,968.
-    whole, two_layers = 12 * 61_568 + 2 * 256 * 64 + 64, 2 * 61_568 + 2 * 256 * 64 + 64
-    assert (whole, two_layers) == (771_648, 155_968)
+    # 12 layers + embedding and head 2*128*64 + final norm 64 = 755,264 (~3 MB in fp32); two layers 139,584.
+    two_layers = 2 * 61_568 + 2 * 128 * 64 + 64
     budget = merge.RUNTIME_BYTES + 2 * 1024**2  # room for two layers, not for twelve
     check, printout = check_merge(config, QKVO, device="cpu", budget_bytes=budget)
     assert check.status == "passed", check.note
     assert check.materialised.startswith("replica: 2 of 12 layers with the same widths")
-    assert "the whole model needs" in check.materialised and f"budget {budget / 1024**3:.1f} GB" in check.materialised
+    assert "the whole model needs" in check.materialised and f"budget {budget / 1024**3:.1f} GiB" in check.materialised
     assert check.params_after_merge == two_layers
     assert "(0-1): 2 x LlamaDecoderLayer" in printout
 
@@ -165,8 +171,8 @@ def test_skipped_when_even_one_layer_is_over_budget() -> None:
     assert check.status == "skipped"
     assert check.passed is None and check.max_abs_diff is None and check.params_after_merge is None
     assert check.materialised == "nothing"
-    assert re.match(r"skipped: too large for the budget: the whole model needs ~\d+\.\d GB and a 1-layer "
-                    r"replica ~\d+\.\d GB in float32, the budget is 0\.0 GB \(--merge-budget\)$", check.note)
+    assert re.match(r"skipped: too large for the budget: the whole model needs ~\d+\.\d GiB and a 1-layer "
+                    r"replica ~\d+\.\d GiB in float32, the budget is 0\.0 GiB \(--merge-budget\)$", check.note)
     assert printout == ""
 
 
@@ -186,7 +192,8 @@ def test_replica_keeps_every_kind_of_layer() -> None:
 
 def test_gemma2_replica_runs() -> None:
     config = tiny("gemma2", num_hidden_layers=6)
-    check, _ = check_merge(config, QKVO, device="cpu", budget_bytes=merge.RUNTIME_BYTES + 1024**2)
+    # ~0.8 MB for six layers in fp32, ~0.3 MB for two.
+    check, _ = check_merge(config, QKVO, device="cpu", budget_bytes=merge.RUNTIME_BYTES + 512 * 1024)
     assert check.status == "passed", check.note
     assert check.materialised.startswith("replica: 2 of 6 layers")
     assert check.params_after_merge == reference_model(replica_config(config, 2)).num_parameters()
@@ -196,10 +203,23 @@ def test_gemma2_replica_runs() -> None:
 def test_bf16_on_a_dense_model(wrong_merge: Callable[[PeftModel], nn.Module] | None) -> None:
     # bf16 is not a default (see merge_dtype), but its looser tolerance still passes a right merge
     # and catches a wrong one.
-    kwargs = {"merge": wrong_merge} if wrong_merge else {}
-    check, _ = check_merge(tiny("llama"), QKVO, device="cpu", dtype=torch.bfloat16, **kwargs)
-    assert check.dtype == "bfloat16"
+    tensors: set[tuple[str, str]] = set()
+    check, _ = check_merge(tiny("llama"), QKVO, device="cpu", dtype=torch.bfloat16,
+                           merge=noting_tensors(tensors, wrong_merge or merge_and_unload))
+    # The check really ran in bf16 (every merged tensor is bf16) and its report names the dtype it ran in.
+    assert tensors == {("bfloat16", "cpu")}
+    assert {(check.dtype, check.device)} == tensors
     assert check.passed is (wrong_merge is None), check.note
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_the_check_runs_in_fp32_on_the_gpu() -> None:
+    # fp32 on the GPU too (see merge_dtype: bf16 can flip a mixture of experts' routing), TF32 off.
+    tensors: set[tuple[str, str]] = set()
+    check, _ = check_merge(tiny("mixtral"), QKVO, device="cuda", merge=noting_tensors(tensors))
+    assert check.status == "passed", check.note
+    assert tensors == {("float32", "cuda")}
+    assert {(check.dtype, check.device)} == tensors
 
 
 def test_device_selection(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,14 +228,12 @@ def test_device_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     assert merge.select_device("cpu") == "cpu"
     with pytest.raises(UsageError, match="torch sees no CUDA device"):
         merge.select_device("cuda")
-    assert merge.merge_dtype("cpu") is torch.float32
     assert merge.default_budget_bytes("cpu") == 8 * 1024**3
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: type("P", (), {"total_memory": 80 * 1024**3}))
     assert merge.select_device("auto") == "cuda"
     assert merge.select_device("cuda") == "cuda"
-    assert merge.merge_dtype("cuda") is torch.float32
     assert merge.default_budget_bytes("cuda") == 40 * 1024**3
     saved = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("high")  # a user's TF32 setting, restored after the check
@@ -227,56 +245,45 @@ def test_device_selection(monkeypatch: pytest.MonkeyPatch) -> None:
         torch.set_float32_matmul_precision(saved)
 
 
-def _models_file(tmp_path: Path) -> Path:
-    folder = tmp_path / "tiny-llama"
-    folder.mkdir()
-    tiny("llama").to_json_file(str(folder / "config.json"))
-    models = tmp_path / "models.txt"
-    models.write_text(f"{folder}\n")
-    return models
-
-
-def test_report_json_has_the_merge_check(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["report", "--models", str(_models_file(tmp_path)), "--out", str(out),
-                                      "--device", "cpu", "-q"])
+def test_report_json_has_the_merge_check(
+    tmp_path: Path, write_config: Callable[..., Path], run_cli: Cli
+) -> None:
+    result = run_cli.report(tmp_path, [write_config()], "--device", "cpu", "-q")
     assert result.exit_code == 0, result.output
-    (report,) = out.glob("*/report.json")
-    payload = json.loads(report.read_text())
+    payload = run_cli.report_json(tmp_path / "out")
     check = payload["merge_check"]
     assert check["status"] == "passed" and check["passed"] is True
-    assert check["params_after_merge"] == payload["model"]["total_params"] == 127_424
-    assert check["materialised"].startswith("whole model: all 3 layers")
+    assert check["params_after_merge"] == payload["model"]["total_params"] == TINY_LLAMA_PARAMS
+    assert check["materialised"].startswith("whole model: all 2 layers")
     assert check["device"] == "cpu" and check["dtype"] == "float32"
     assert "q_proj, k_proj, v_proj, o_proj" in check["materialised"]
     # The merged model prints exactly as transformers' own build of the same config: no LoRA layer left.
     assert payload["printouts"]["merged"] == repr(reference_model(tiny("llama")))
 
 
-def test_no_merge_check_and_budget_options(tmp_path: Path) -> None:
-    models = _models_file(tmp_path)
-    runner = CliRunner()
-    result = runner.invoke(cli, ["report", "--models", str(models), "--out", str(tmp_path / "a"), "-q",
-                                 "--no-merge-check"])
+def test_no_merge_check_and_budget_options(tmp_path: Path, write_config: Callable[..., Path], run_cli: Cli) -> None:
+    model = write_config()
+    result = run_cli.report(tmp_path, [model], "-q", "--no-merge-check", out=tmp_path / "a")
     assert result.exit_code == 0, result.output
-    check = json.loads(next((tmp_path / "a").glob("*/report.json")).read_text())["merge_check"]
+    check = run_cli.report_json(tmp_path / "a")["merge_check"]
     assert check["status"] == "skipped" and check["passed"] is None
     assert check["note"] == "skipped: --no-merge-check was given"
 
-    result = runner.invoke(cli, ["report", "--models", str(models), "--out", str(tmp_path / "b"), "-q",
-                                 "--merge-budget", "0.0001"])
+    result = run_cli.report(tmp_path, [model], "-q", "--merge-budget", "0.0001", out=tmp_path / "b")
     assert result.exit_code == 0, result.output
-    check = json.loads(next((tmp_path / "b").glob("*/report.json")).read_text())["merge_check"]
+    check = run_cli.report_json(tmp_path / "b")["merge_check"]
     assert check["status"] == "skipped" and check["note"].startswith("skipped: too large for the budget")
 
-    result = runner.invoke(cli, ["report", "--models", str(models), "--merge-budget", "0"])
+    result = run_cli("report", "--models", tmp_path / "models.txt", "--merge-budget", "0")
     assert result.exit_code == 2
     assert "--merge-budget" in result.output
 
 
-def test_device_cuda_without_a_gpu_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_device_cuda_without_a_gpu_is_a_usage_error(
+    tmp_path: Path, write_config: Callable[..., Path], run_cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    result = CliRunner().invoke(cli, ["report", "--models", str(_models_file(tmp_path)), "--device", "cuda"])
+    result = run_cli.report(tmp_path, [write_config()], "--device", "cuda")
     assert result.exit_code == 2
     assert "--device cuda: torch sees no CUDA device here" in result.output
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from reportgen.errors import UsageError
 from reportgen.methods import factorization, plan_cell
 from reportgen.variants import BUILTIN_VARIANTS, make_variant, parse_methods
 from reportgen.peft_count import peft_config
-from tests.families import FAMILIES, study_report, write_config
+from tests.families import FAMILIES, study_report, tiny_config
 
 OPTION_VARIANTS = (
     make_variant("lora_all", "lora", {"bias": "all", "modules_to_save": ["lm_head"]}),
@@ -28,8 +29,8 @@ ALL_VARIANTS = tuple(BUILTIN_VARIANTS.values()) + OPTION_VARIANTS
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_formula_equals_peft_for_every_method_and_option(tmp_path: Path, family: str) -> None:
-    report = study_report(write_config(tmp_path, family), ALL_VARIANTS, ranks=(3, 12))
+def test_formula_equals_peft_for_every_method_and_option(write_config: Callable[..., Path], family: str) -> None:
+    report = study_report(write_config(family=family), ALL_VARIANTS, ranks=(3, 12))
     assert report.mismatches == (), [(c.scenario, c.method, c.rank, c.note) for c in report.mismatches]
     for variant in ALL_VARIANTS:
         counted = [c for c in report.cells if c.method == variant.name and c.status == data.OK]
@@ -49,10 +50,10 @@ def test_formula_equals_peft_for_every_method_and_option(tmp_path: Path, family:
             assert cell.note.startswith("not applicable:") and cell.formula_trainable is None
 
 
-def test_hand_counts_on_tiny_llama(tmp_path: Path) -> None:
+def test_hand_counts_on_tiny_llama(write_config: Callable[..., Path]) -> None:
     # llama: hidden 64, 4 heads of 16, 2 kv heads -> k/v out 32; intermediate 96; 2 layers.
     variants = parse_methods("lora,dora,rslora,loha,lokr,vera,ia3")
-    report = study_report(write_config(tmp_path, "llama"), variants, ranks=(8,))
+    report = study_report(write_config(), variants, ranks=(8,))
     assert report.cell("qkvo", 8, "lora").peft_trainable == 2 * (8 * (64 + 64) * 2 + 8 * (32 + 64) * 2)
     # DoRA adds one magnitude per output feature of each adapted layer.
     assert report.cell("qkvo", 8, "dora").peft_trainable == 2 * (8 * 128 * 2 + 8 * 96 * 2 + 64 + 32 + 32 + 64)
@@ -67,8 +68,8 @@ def test_hand_counts_on_tiny_llama(tmp_path: Path) -> None:
     assert report.cell("q_proj", 8, "ia3").peft_trainable == 2 * 64
 
 
-def test_options_by_hand_on_tiny_gpt2(tmp_path: Path) -> None:
-    report = study_report(write_config(tmp_path, "gpt2"), OPTION_VARIANTS[:2], ranks=(8,))
+def test_options_by_hand_on_tiny_gpt2(write_config: Callable[..., Path]) -> None:
+    report = study_report(write_config(family="gpt2"), OPTION_VARIANTS[:2], ranks=(8,))
     lora = 8 * (64 + 192) * 2  # c_attn (Conv1D, 64 -> 192) in both layers
     # bias="all": every bias of the model (ln_1 64, c_attn 192, attn.c_proj 64, ln_2 64, c_fc 256,
     # mlp.c_proj 64 per layer, ln_f 64); modules_to_save copies lm_head (128 x 64, tied to wte).
@@ -77,9 +78,9 @@ def test_options_by_hand_on_tiny_gpt2(tmp_path: Path) -> None:
     assert report.cell("c_attn", 8, "lora_only").peft_trainable == 8 * (64 + 192) + 192 + 192
 
 
-def test_mixtral_all_linear_adapts_experts_and_router(tmp_path: Path) -> None:
+def test_mixtral_all_linear_adapts_experts_and_router(write_config: Callable[..., Path]) -> None:
     # mixtral: 4 experts, hidden 64, intermediate 96, 2 layers; attention as in llama.
-    report = study_report(write_config(tmp_path, "mixtral"), (BUILTIN_VARIANTS["lora"],), ranks=(8,))
+    report = study_report(write_config(family="mixtral"), (BUILTIN_VARIANTS["lora"],), ranks=(8,))
     attention = 8 * (64 + 64) * 2 + 8 * (32 + 64) * 2
     router = 8 * (4 + 64)  # mlp.gate.weight (4, 64) through target_parameters
     gate_up = (2 * 8) * 4 * (2 * 96 + 64)  # w1 and w3 fused: PEFT doubles the rank, A (2r*E, in)
@@ -87,11 +88,10 @@ def test_mixtral_all_linear_adapts_experts_and_router(tmp_path: Path) -> None:
     assert report.cell("all_linear", 8).peft_trainable == 2 * (attention + router + gate_up + down)
 
 
-def test_reused_model_counts_like_a_fresh_model(tmp_path: Path) -> None:
+def test_reused_model_counts_like_a_fresh_model(write_config: Callable[..., Path]) -> None:
     for family in ("mixtral", "gpt2"):
-        path = write_config(tmp_path, family)
-        report = study_report(path, ALL_VARIANTS, ranks=(3,))
-        config = AutoConfig.for_model(family, **FAMILIES[family])
+        report = study_report(write_config(family=family), ALL_VARIANTS, ranks=(3,))
+        config = AutoConfig.for_model(**tiny_config(family))
 
         for cell in report.cells:
             if cell.status != data.OK:
@@ -105,12 +105,12 @@ def test_reused_model_counts_like_a_fresh_model(tmp_path: Path) -> None:
             assert peft_model.get_nb_trainable_parameters()[0] == cell.peft_trainable, (family, cell.scenario)
 
 
-def test_mixtral_all_linear_equals_plain_peft_without_task_type(tmp_path: Path) -> None:
+def test_mixtral_all_linear_equals_plain_peft_without_task_type(write_config: Callable[..., Path]) -> None:
     from peft import LoraConfig
 
-    report = study_report(write_config(tmp_path, "mixtral"), (BUILTIN_VARIANTS["lora"],), ranks=(12,))
+    report = study_report(write_config(family="mixtral"), (BUILTIN_VARIANTS["lora"],), ranks=(12,))
     with torch.device("meta"):
-        fresh = AutoModelForCausalLM.from_config(AutoConfig.for_model("mixtral", **FAMILIES["mixtral"]))
+        fresh = AutoModelForCausalLM.from_config(AutoConfig.for_model(**tiny_config("mixtral")))
     peft_model = get_peft_model(fresh, LoraConfig(r=12, target_modules="all-linear"), low_cpu_mem_usage=True)
     assert report.cell("all_linear", 12).formula_trainable == peft_model.get_nb_trainable_parameters()[0]
 
@@ -144,7 +144,7 @@ def test_counting_leaves_the_meta_model_as_it_was(monkeypatch: pytest.MonkeyPatc
     from reportgen import peft_count
 
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.for_model("gpt2", **FAMILIES["gpt2"]))
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**tiny_config("gpt2")))
     printout, parameters = repr(model), dict(model.named_parameters())
     # modules_to_save on GPT-2's lm_head, which is tied to the token embeddings: PEFT trains a copy of it.
     config = LoraConfig(r=3, target_modules=["c_attn"], modules_to_save=["lm_head"], bias="all")
@@ -152,7 +152,8 @@ def test_counting_leaves_the_meta_model_as_it_was(monkeypatch: pytest.MonkeyPatc
         assert type(model.lm_head).__name__ == "ModulesToSaveWrapper"
         trainable, _ = peft_model.get_nb_trainable_parameters()
     # GPT-2 (shrunken): c_attn A and B, every bias, and the lm_head copy (vocab x hidden).
-    hidden, layers, vocab = FAMILIES["gpt2"]["n_embd"], FAMILIES["gpt2"]["n_layer"], FAMILIES["gpt2"]["vocab_size"]
+    gpt2 = tiny_config("gpt2")
+    hidden, layers, vocab = gpt2["n_embd"], gpt2["n_layer"], gpt2["vocab_size"]
     # bias="all": per block ln_1 (h), c_attn (3h), attn.c_proj (h), ln_2 (h), c_fc (4h), mlp.c_proj (h); then ln_f.
     biases = layers * 11 * hidden + hidden
     assert trainable == layers * 3 * (hidden + 3 * hidden) + biases + vocab * hidden

@@ -12,32 +12,38 @@ import sys
 import termios
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from reportgen.cli import cli
+from tests.families import TINY_LLAMA_PARAMS
+
+if TYPE_CHECKING:
+    from tests.conftest import Cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(tmp_path: Path, write_config: Callable[..., Path], *extra: str) -> tuple[Result, Path, Path]:
+def report_good_and_gone(
+    tmp_path: Path, write_config: Callable[..., Path], run_cli: Cli, *extra: str
+) -> tuple[Result, Path, Path]:
     """Report the tiny Llama and one missing path; returns the result, the models file and the model folder."""
     good = write_config("good")
-    models = tmp_path / "models.txt"
-    models.write_text(f"{good}\n{tmp_path}/gone\n")
-    args = ["report", "--models", str(models), "--out", str(tmp_path / "out"), "--no-merge-check", *extra]
-    return CliRunner().invoke(cli, args), models, good
+    result = run_cli.report(tmp_path, [good, f"{tmp_path}/gone"], "--no-merge-check", *extra)
+    return result, tmp_path / "models.txt", good
 
 
-def test_the_closing_summary_lists_every_model(tmp_path: Path, write_config: Callable[..., Path]) -> None:
-    result, models, good = run_cli(tmp_path, write_config)
+def test_the_closing_summary_lists_every_model(
+    tmp_path: Path, write_config: Callable[..., Path], run_cli: Cli
+) -> None:
+    result, models, good = report_good_and_gone(tmp_path, write_config, run_cli)
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
     assert re.fullmatch(r"model +total params +cells +checks passed +time", lines[0])
     assert set(lines[1]) == {"-", " "}
-    # Tiny Llama: 90,432 parameters (counted by hand in test_cli_errors.py); 10 scenarios x 2 ranks = 20 cells;
+    # Tiny Llama: its parameters counted by hand (tests/families.py); 10 scenarios x 2 ranks = 20 cells;
     # checks: 20 cells PEFT agrees with + 7 module types whose shape follows from the config = 27.
-    assert re.fullmatch(rf"{re.escape(str(good))} +90,432 +20 +27/27 +\d+\.\d s", lines[2])
+    assert re.fullmatch(rf"{re.escape(str(good))} +{TINY_LLAMA_PARAMS:,} +20 +27/27 +\d+\.\d s", lines[2])
     assert re.fullmatch(rf"{re.escape(str(tmp_path))}/gone +- +- +failed +\d+\.\d s", lines[3])
     assert lines[4] == f"wrote 1 model report(s) to {tmp_path / 'out'}/ (index: {tmp_path / 'out' / 'index.html'})"
     # Not a terminal: no progress bar, only the error line.
@@ -47,8 +53,8 @@ def test_the_closing_summary_lists_every_model(tmp_path: Path, write_config: Cal
     )
 
 
-def test_quiet_prints_nothing_but_errors(tmp_path: Path, write_config: Callable[..., Path]) -> None:
-    result, models, _ = run_cli(tmp_path, write_config, "--quiet")
+def test_quiet_prints_nothing_but_errors(tmp_path: Path, write_config: Callable[..., Path], run_cli: Cli) -> None:
+    result, models, _ = report_good_and_gone(tmp_path, write_config, run_cli, "--quiet")
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
@@ -57,8 +63,10 @@ def test_quiet_prints_nothing_but_errors(tmp_path: Path, write_config: Callable[
     ]
 
 
-def test_verbose_logs_the_time_of_each_stage(tmp_path: Path, write_config: Callable[..., Path]) -> None:
-    result, _, good = run_cli(tmp_path, write_config, "--verbose")
+def test_verbose_logs_the_time_of_each_stage(
+    tmp_path: Path, write_config: Callable[..., Path], run_cli: Cli
+) -> None:
+    result, _, good = report_good_and_gone(tmp_path, write_config, run_cli, "--verbose")
     stages = re.findall(rf"^INFO: {re.escape(str(good))}: (\w+) took \d+\.\d\d s$", result.stderr, re.MULTILINE)
     assert stages[:3] == ["build", "analyse", "peft"]  # later stages (memory, merge) log the same way
 

@@ -15,13 +15,16 @@ import markdown
 import pytest
 
 from reportgen.data import ModelReport, RunResult
+from tests.families import points
 from reportgen.render import charts, terminal
 from reportgen.render.html import index_html, report_html
 from reportgen.render.markdown import report_markdown, summary_markdown
 from reportgen.render.view import report_view
-from tests.update_gold import gold_result
+from tests.test_published_totals import PUBLISHED_TOTALS
+from tests.test_render import OKABE_ITO, drawn_fills
+from tests.update_gold import GOLD_MODEL, gold_result
 
-PARAMS = 1_235_814_400
+PARAMS = PUBLISHED_TOTALS[GOLD_MODEL]  # 1,235,814,400
 LAYERS, HIDDEN, HEADS, KV_WIDTH, INTER, VOCAB = 16, 2048, 32, 512, 8192, 128_256
 SEQ = 2048
 GIB = 2**30
@@ -64,25 +67,23 @@ def pages(report: ModelReport) -> dict[str, str]:
     return {"html": report_html(report, drawn), "md": report_markdown(report, drawn)}
 
 
-def test_hand_calculations() -> None:
-    assert (BF16_WEIGHTS, LINEAR, ALL_LINEAR_R16) == (2_471_628_800, 973_078_528, 11_272_192)
-    assert NF4_CONSTANTS == 15_441_920 and NF4_FROZEN == 1_027_452_928
-    assert sum(FULL.values()) == 21_683_535_872
-    assert sum(LORA.values()) == 4_563_406_848 and sum(QLORA.values()) == 3_119_230_976
-
-
 def test_memory_chart_plots_each_component_of_each_method(report: ModelReport) -> None:
     chart = charts.memory_chart(report)
     assert chart.filename == "memory.svg" and chart.categories == BARS
-    plotted = charts.points(chart)
+    plotted = points(chart)
     for bar, expected in zip(BARS, (FULL, LORA, QLORA)):
         assert {component: plotted[component][bar] for component in expected} == expected, bar
     assert chart.references == ((24 * GIB, "24 GiB GPU"), (40 * GIB, "40 GiB GPU"), (80 * GIB, "80 GiB GPU"))
-    # Okabe & Ito's colour-blind-safe palette (Okabe and Ito 2008), in its published order.
-    assert tuple(series.colour for series in chart.series) == ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9")
+    # Drawn: each component in one colour on all three bars, five different colours, all from Okabe & Ito's
+    # colour-blind-safe palette.
+    svg = charts.draw(chart).svg
+    fills = drawn_fills(svg)
+    colours = [fills[start:start + len(BARS)] for start in range(0, len(fills), len(BARS))]
+    assert len(colours) == len(FULL) and all(len(set(bars)) == 1 for bars in colours), colours
+    assert len({bars[0] for bars in colours}) == len(FULL)
+    assert {bars[0] for bars in colours} <= set(OKABE_ITO.values())
     # Every component tells apart in greyscale too: the first solid, the other four each with its own hatch
     # pattern in the drawn SVG.
-    svg = charts.draw(chart).svg
     assert len(set(re.findall(r'<pattern id="(h[0-9a-f]+)"', svg))) == 4
 
 

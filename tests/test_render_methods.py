@@ -9,26 +9,29 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from importlib import resources
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import markdown
 import pytest
-from click.testing import CliRunner
 
 from reportgen import data
-from reportgen.cli import cli
 from reportgen.data import ModelReport, RunResult
 from reportgen.variants import BUILTIN_VARIANTS
 from reportgen.render.html import index_html, report_html
 from reportgen.render.markdown import index_markdown, report_markdown, summary_markdown
 from reportgen.render.view import report_view
-from tests.families import study_report, write_config
+from tests.families import study_report, tiny_config
+from tests.test_published_totals import CHECKPOINT_TOTALS, PUBLISHED_TOTALS
 from tests.update_gold import gold_result
+
+if TYPE_CHECKING:
+    from tests.conftest import Cli
 
 # meta-llama/Llama-3.1-8B-Instruct: hidden 4096, 8 kv heads of 128 (1024), MLP 14336, 32 layers; published total.
 H, KV, I, LAYERS, R = 4096, 1024, 14336, 32, 16
-LLAMA_8B_TOTAL = 8_030_261_248
+LLAMA_8B_TOTAL = PUBLISHED_TOTALS["meta-llama/Llama-3.1-8B-Instruct"]
 # LoRA on all seven projections: r * (out + in) per matrix. q, o: (H, H); k, v: (KV, H); gate, up: (I, H); down: (H, I).
 LLAMA_LORA = R * LAYERS * (2 * (H + H) + 2 * (KV + H) + 3 * (I + H))
 # DoRA adds one magnitude per output feature of every adapted layer.
@@ -45,36 +48,14 @@ GPT2_MASKS = GPT2_LAYERS * GPT2_POSITIONS**2
 FUSED_NOTE = "not applicable: fused (c_attn holds q, k and v in one matrix, so q, v cannot be adapted alone)"
 
 
-def published(model_id: str) -> tuple[int, str]:
-    """The published total and note of one model, read from the table shipped with the package."""
-    text = (resources.files("reportgen") / "catalog" / "PUBLISHED_TOTALS.md").read_text()
-    for line in text.splitlines():
-        cells = [cell.strip() for cell in line.strip("|").split("|")]
-        if cells[0] == model_id:
-            return int(cells[1].split()[0].replace(",", "")), cells[2]
-    raise KeyError(model_id)
-
-
-def test_hand_calculations_match_the_published_figures() -> None:
-    # The issue's figures for Llama-3.1-8B-Instruct, and the published GPT-2 totals.
-    assert (LLAMA_LORA, LLAMA_DORA, DORA_MAGNITUDES) == (41_943_040, 43_319_296, 1_376_256)
-    total, note = published("openai-community/gpt2")
-    assert total == 124_439_808 and f"{total + GPT2_MASKS:,}" in note  # 137,022,720 with the masks
-    assert published("meta-llama/Llama-3.1-8B-Instruct")[0] == LLAMA_8B_TOTAL
-
-
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def site(tmp_path_factory: pytest.TempPathFactory, run_cli: Cli) -> Path:
     """The real command line on GPT-2 and Llama-3.1-8B-Instruct with LoRA, DoRA and rsLoRA at r=16."""
     folder = tmp_path_factory.mktemp("methods")
-    models = folder / "models.txt"
-    models.write_text("openai-community/gpt2\nmeta-llama/Llama-3.1-8B-Instruct\n")
-    out = folder / "site"
-    result = CliRunner().invoke(cli, ["report", "--models", str(models), "--out", str(out), "--ranks", "16",
-                                      "--methods", "lora,dora,rslora", "--no-merge-check", "-q"],
-                                catch_exceptions=False)
+    result = run_cli.report(folder, ["openai-community/gpt2", "meta-llama/Llama-3.1-8B-Instruct"], "--ranks", "16",
+                            "--methods", "lora,dora,rslora", "--no-merge-check", "-q")
     assert result.exit_code == 0, result.output
-    return out
+    return folder / "out"
 
 
 def page(site: Path, slug: str, name: str) -> str:
@@ -144,9 +125,9 @@ def test_not_applicable_cells_show_their_reason(site: Path) -> None:
 
 @pytest.mark.parametrize("name", ["report.md", "report.html"])
 def test_explanation_table_shows_published_gpt2_counts(site: Path, name: str) -> None:
-    unique, note = published("openai-community/gpt2")
-    checkpoint = unique + GPT2_MASKS
-    assert f"{checkpoint:,}" in note  # the published checkpoint total: 137,022,720
+    # The published totals: module parameters, and the checkpoint's tensors (12 causal masks more).
+    unique, checkpoint = PUBLISHED_TOTALS["openai-community/gpt2"], CHECKPOINT_TOTALS["openai-community/gpt2"]
+    assert checkpoint - unique == GPT2_MASKS
     text = page(site, "openai-community--gpt2", name)
     assert "Where every count comes from" in text
     if name == "report.md":
@@ -203,14 +184,15 @@ def test_a_mismatch_raises_a_banner_on_every_page() -> None:
 # --- studies the CLI run above does not show --------------------------------------------------
 
 
-def test_share_over_100_percent_is_shown_with_a_footnote(tmp_path: Path) -> None:
-    # Shrunken Mixtral (tests/families.py): router gate (4 experts x 64 hidden) in 2 layers.
-    experts, hidden, layers, rank = 4, 64, 2, 8
+def test_share_over_100_percent_is_shown_with_a_footnote(write_config: Callable[..., Path]) -> None:
+    # Tiny Mixtral (tests/families.py): router gate (4 experts x 64 hidden) in 2 layers.
+    mixtral = tiny_config("mixtral")
+    experts, hidden, layers = mixtral["num_local_experts"], mixtral["hidden_size"], mixtral["num_hidden_layers"]
+    rank = 8
     trainable = rank * (experts + hidden) * layers  # 1,088
     weights = experts * hidden * layers  # 512
-    share = f"{100 * trainable / weights:.2f}%"
-    assert share == "212.50%"
-    report = study_report(write_config(tmp_path, "mixtral"), (BUILTIN_VARIANTS["lora"],), ranks=(rank,))
+    share = f"{100 * trainable / weights:.2f}%"  # 212.50%
+    report = study_report(write_config(family="mixtral"), (BUILTIN_VARIANTS["lora"],), ranks=(rank,))
     text = report_markdown(report)
     assert md_row(text, f"| `gate` | {layers} |") == f"| `gate` | {layers} | {trainable:,} ✓ PEFT | {share} † |"
     assert f"**gate** at r={rank}: {trainable:,} trainable for {weights:,} weights ({share})." in text
@@ -218,13 +200,12 @@ def test_share_over_100_percent_is_shown_with_a_footnote(tmp_path: Path) -> None
     assert f'{share}<a class="dagger" href="#over-target"' in html and 'id="over-target"' in html
 
 
-def test_a_study_without_lora_renders_its_own_method(tmp_path: Path) -> None:
-    # Shrunken Llama: hidden 64, kv 2 heads of 16 = 32, 2 layers. DoRA on q, k, v, o at r=8.
+def test_a_study_without_lora_renders_its_own_method(write_config: Callable[..., Path]) -> None:
+    # Tiny Llama (tests/families.py): hidden 64, kv 2 heads of 16 = 32, 2 layers. DoRA on q, k, v, o at r=8.
     hidden, kv, layers, rank = 64, 32, 2, 8
     lora = rank * (2 * (hidden + hidden) + 2 * (kv + hidden)) * layers
-    dora = lora + layers * (hidden + kv + kv + hidden)
-    assert dora == 7_552
-    report = study_report(write_config(tmp_path, "llama"), (BUILTIN_VARIANTS["dora"],), ranks=(rank,))
+    dora = lora + layers * (hidden + kv + kv + hidden)  # 7,552
+    report = study_report(write_config(), (BUILTIN_VARIANTS["dora"],), ranks=(rank,))
     assert not report_view(report).methods.shown
     text = report_markdown(report)
     assert f"{dora:,} ✓ PEFT" in md_row(text, "| **qkvo**")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from click.testing import CliRunner
+from tests.test_published_totals import PUBLISHED_TOTALS
 
-from reportgen.cli import cli
+if TYPE_CHECKING:
+    from tests.conftest import Cli
+
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 # DESIGN.md, "report.json holds at least".
 CONTRACT = {
@@ -22,50 +25,30 @@ CONTRACT = {
 }
 
 
-def run_report(tmp_path: Path, lines: list[str], *extra: str) -> tuple[int, str, Path]:
-    models = tmp_path / "models.txt"
-    models.write_text("\n".join(lines) + "\n")
+def test_report_and_index_json_have_the_contract_fields(tmp_path: Path, run_cli: Cli) -> None:
+    result = run_cli.report(tmp_path, ["# a comment", "", SMOLLM2, "no/such-model-anywhere"], "--no-merge-check")
     out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["report", "--models", str(models), "--out", str(out), *extra])
-    return result.exit_code, result.output, out
+    # The bad line fails alone, exit status 1; the good model is reported.
+    assert result.exit_code == 1, result.output
+    assert f"{tmp_path / 'models.txt'}:4: no/such-model-anywhere is not bundled" in result.output
+    assert "Traceback" not in result.output
+    index = run_cli.index(out)
+    assert [m["id"] for m in index["models"]] == [SMOLLM2]
+    assert [(f["id"], f["line"]) for f in index["failures"]] == [("no/such-model-anywhere", 4)]
 
-
-def test_report_json_has_the_contract_fields(tmp_path: Path) -> None:
-    code, output, out = run_report(tmp_path, ["HuggingFaceTB/SmolLM2-135M-Instruct"], "--no-merge-check")
-    assert code == 0, output
-    report = json.loads((out / "HuggingFaceTB--SmolLM2-135M-Instruct" / "report.json").read_text())
+    report = run_cli.report_json(out, SMOLLM2)
+    assert (out / "HuggingFaceTB--SmolLM2-135M-Instruct" / "report.json").is_file()
     assert report["schema_version"] == 1
     for section, fields in CONTRACT.items():
         records = report[section] if isinstance(report[section], list) else [report[section]]
         assert records, section
         for record in records:
             assert fields <= set(record), (section, fields - set(record))
-    # The published total (../shared/model-configs/PUBLISHED_TOTALS.md).
-    assert report["model"]["total_params"] == 134_515_008
+    # The published total (reportgen/catalog/PUBLISHED_TOTALS.md).
+    assert report["model"]["total_params"] == PUBLISHED_TOTALS[SMOLLM2]
     assert {cell["method"] for cell in report["cells"]} == {"lora"}
     assert {cell["rank"] for cell in report["cells"]} == {8, 16}
     qkvo_16 = next(c for c in report["cells"] if c["scenario"] == "qkvo" and c["rank"] == 16)
     # SmolLM2-135M: 30 layers, hidden 576, 9 heads of 64, 3 kv heads: q/o 576x576, k/v 192x576.
     assert qkvo_16["peft_trainable"] == 16 * 30 * (2 * (576 + 576) + 2 * (576 + 192))
     assert report["merge_check"]["passed"] is None
-
-
-def test_a_bad_line_fails_alone_with_exit_1(tmp_path: Path) -> None:
-    code, output, out = run_report(
-        tmp_path, ["# a comment", "", "HuggingFaceTB/SmolLM2-135M-Instruct", "no/such-model-anywhere"],
-        "--no-merge-check",
-    )
-    assert code == 1
-    models_file = tmp_path / "models.txt"
-    assert f"{models_file}:4: no/such-model-anywhere is not bundled" in output
-    index = json.loads((out / "index.json").read_text())
-    assert [m["id"] for m in index["models"]] == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
-    assert [(f["id"], f["line"]) for f in index["failures"]] == [("no/such-model-anywhere", 4)]
-    assert "Traceback" not in output
-
-
-def test_a_rank_that_is_not_a_positive_integer_is_a_usage_error(tmp_path: Path) -> None:
-    code, output, out = run_report(tmp_path, ["HuggingFaceTB/SmolLM2-135M-Instruct"], "--ranks", "8,0")
-    assert code == 2
-    assert "'0' is not a positive integer" in output
-    assert not out.exists()

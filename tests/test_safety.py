@@ -11,14 +11,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from click.testing import CliRunner
 
-from reportgen.cli import cli
 from reportgen.errors import ReportgenError
-from reportgen.output import inside, write_file
-from reportgen.output import MAX_SLUG, slugify, unique_slugs
+from reportgen.output import MAX_SLUG, inside, slugify, unique_slugs, write_file
+
+if TYPE_CHECKING:
+    from tests.conftest import Cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SAFE_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -26,9 +27,10 @@ SAFE_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 # --- remote code -------------------------------------------------------------------------------
 
-def remote_code_model(folder: Path, marker: Path, model_type: str) -> Path:
-    """A model folder whose config names its own code (auto_map); importing that code writes marker."""
-    folder.mkdir(parents=True)
+def remote_code_model(write_config: Callable[..., Path], marker: Path, model_type: str) -> Path:
+    """The tiny Llama's folder, its config naming its own code (auto_map); importing that code writes marker."""
+    folder = write_config("evil", model_type=model_type, auto_map={
+        "AutoConfig": "configuration_evil.EvilConfig", "AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"})
     touch = f"from pathlib import Path\nPath({str(marker)!r}).write_text('remote code ran')\n"
     (folder / "configuration_evil.py").write_text(
         touch + "from transformers import LlamaConfig\n\n"
@@ -38,22 +40,16 @@ def remote_code_model(folder: Path, marker: Path, model_type: str) -> Path:
         touch + "from transformers import LlamaForCausalLM\nfrom .configuration_evil import EvilConfig\n\n"
         "class EvilForCausalLM(LlamaForCausalLM):\n    config_class = EvilConfig\n"
     )
-    config = {
-        "model_type": model_type, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 128,
-        "auto_map": {"AutoConfig": "configuration_evil.EvilConfig",
-                     "AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"},
-    }
-    (folder / "config.json").write_text(json.dumps(config))
     return folder
 
 
-def test_remote_code_never_runs_without_the_flag(tmp_path: Path) -> None:
+def test_remote_code_never_runs_without_the_flag(
+    tmp_path: Path, write_config: Callable[..., Path], run_cli: Cli
+) -> None:
     marker = tmp_path / "marker"
-    model = remote_code_model(tmp_path / "evil", marker, "evil_llama")
+    model = remote_code_model(write_config, marker, "evil_llama")
+    result = run_cli.report(tmp_path, [model])
     models = tmp_path / "models.txt"
-    models.write_text(f"{model}\n")
-    result = CliRunner().invoke(cli, ["report", "--models", str(models), "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
     assert result.stderr == (
         f"error: {models}:1: {model}: model_type 'evil_llama' needs the model's own Python code (auto_map); "
@@ -62,17 +58,15 @@ def test_remote_code_never_runs_without_the_flag(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_a_known_model_type_with_auto_map_is_built_without_its_code(tmp_path: Path) -> None:
+def test_a_known_model_type_with_auto_map_is_built_without_its_code(
+    tmp_path: Path, write_config: Callable[..., Path], run_cli: Cli
+) -> None:
     marker = tmp_path / "marker"
-    model = remote_code_model(tmp_path / "evil", marker, "llama")
-    models = tmp_path / "models.txt"
-    models.write_text(f"{model}\n")
-    out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["report", "--models", str(models), "--out", str(out), "--no-merge-check"])
+    model = remote_code_model(write_config, marker, "llama")
+    result = run_cli.report(tmp_path, [model], "--no-merge-check")
     assert result.exit_code == 0, result.output
     assert not marker.exists()
-    index = json.loads((out / "index.json").read_text())
-    report = json.loads((out / index["models"][0]["report"]).read_text())
+    report = run_cli.report_json(tmp_path / "out")
     assert report["model"]["architecture"] == "LlamaForCausalLM"
     assert report["model"]["build_note"] == (
         "the config names its own code (auto_map), which did not run (--trust-remote-code was not given); "
@@ -80,10 +74,12 @@ def test_a_known_model_type_with_auto_map_is_built_without_its_code(tmp_path: Pa
     )
 
 
-def test_with_the_flag_the_remote_code_does_run(tmp_path: Path) -> None:
+def test_with_the_flag_the_remote_code_does_run(
+    tmp_path: Path, write_config: Callable[..., Path], run_cli: Cli
+) -> None:
     """The control: the same folder's code runs once allowed, so the tests above can fail."""
     marker = tmp_path / "marker"
-    model = remote_code_model(tmp_path / "evil", marker, "evil_llama")
+    model = remote_code_model(write_config, marker, "evil_llama")
     models = tmp_path / "models.txt"
     models.write_text(f"{model}\n")
     out = tmp_path / "out"
@@ -95,9 +91,7 @@ def test_with_the_flag_the_remote_code_does_run(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert marker.read_text() == "remote code ran"
-    index = json.loads((out / "index.json").read_text())
-    report = json.loads((out / index["models"][0]["report"]).read_text())
-    assert report["model"]["architecture"] == "EvilForCausalLM"
+    assert run_cli.report_json(out)["model"]["architecture"] == "EvilForCausalLM"
 
 
 # --- slugs and the output folder ---------------------------------------------------------------
@@ -154,7 +148,7 @@ def test_inside_refuses_paths_that_leave_the_output_folder(tmp_path: Path, relat
 
 
 def test_a_crafted_id_cannot_write_outside_or_drive_the_terminal(
-    tmp_path: Path, write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, write_config: Callable[..., Path], run_cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     work = tmp_path / "work" / "deep"
     work.mkdir(parents=True)
@@ -162,7 +156,7 @@ def test_a_crafted_id_cannot_write_outside_or_drive_the_terminal(
     monkeypatch.chdir(work)
     models = work / "models.txt"
     models.write_text("../../cfg/config.json\nevil\x1b[2J/../../x\n")
-    result = CliRunner().invoke(cli, ["report", "--models", "models.txt", "--out", "out", "--no-merge-check"])
+    result = run_cli("report", "--models", "models.txt", "--out", "out", "--no-merge-check")
     assert result.exit_code == 1
     assert "\x1b" not in result.output
     assert "evil\\x1b[2J/../../x does not exist" in result.stderr
@@ -203,15 +197,16 @@ def _snapshot(out: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def previous_report(tmp_path: Path, write_config: Callable[..., Path]) -> tuple[Path, Path, dict[str, bytes]]:
+def previous_report(
+    tmp_path: Path, write_config: Callable[..., Path], run_cli: Cli
+) -> tuple[Path, Path, dict[str, bytes]]:
     """A complete report of two models (ranks 8,16), with a user's own files in the folder."""
-    models = tmp_path / "models.txt"
-    models.write_text(f"{write_config('one')}\n{write_config('two', num_hidden_layers=3)}\n")
-    out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["report", "--models", str(models), "--out", str(out), "--no-merge-check"])
+    result = run_cli.report(tmp_path, [write_config("one"), write_config("two", num_hidden_layers=3)],
+                            "--no-merge-check")
     assert result.exit_code == 0, result.output
+    models, out = tmp_path / "models.txt", tmp_path / "out"
     (out / "NOTES.md").write_text("the user's own file")
-    first = json.loads((out / "index.json").read_text())["models"][0]["slug"]
+    first = run_cli.index(out)["models"][0]["slug"]
     (out / first / "mine.txt").write_text("also the user's")
     return models, out, _snapshot(out)
 
@@ -263,7 +258,7 @@ def test_ctrl_c_midway_leaves_the_previous_report_whole(
 
 
 def test_a_killed_run_leaves_whole_files_and_the_next_run_clears_its_debris(
-    tmp_path: Path, previous_report: tuple[Path, Path, dict[str, bytes]]
+    tmp_path: Path, previous_report: tuple[Path, Path, dict[str, bytes]], run_cli: Cli
 ) -> None:
     models, out, before = previous_report
     done, held = _interrupt(models, out, signal.SIGKILL, tmp_path)
@@ -271,7 +266,7 @@ def test_a_killed_run_leaves_whole_files_and_the_next_run_clears_its_debris(
     _assert_whole(out, before, held)
     stray = _temporaries(out)
     assert len(stray) == 1 and stray[0].parent == held.parent  # the new file, complete but never put in place
-    result = CliRunner().invoke(cli, ["report", "--models", str(models), "--out", str(out), "--no-merge-check"])
+    result = run_cli("report", "--models", models, "--out", out, "--no-merge-check")
     assert result.exit_code == 0, result.output
     assert _temporaries(out) == []
     assert _snapshot(out) == before  # the same study again: the same bytes, the user's files kept

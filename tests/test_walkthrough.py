@@ -12,6 +12,7 @@ import pytest
 from reportgen.data import ModelReport
 from reportgen.pipeline import Study, analyse_spec
 from reportgen.resolve import ModelSpec
+from tests.test_published_totals import PUBLISHED_TOTALS
 
 LLAMA_1B = "meta-llama/Llama-3.2-1B-Instruct"
 LAYERS = 16
@@ -24,7 +25,7 @@ def llama() -> ModelReport:
 
 
 def test_total_parameters_match_the_published_count(llama: ModelReport) -> None:
-    assert llama.model.total_params == 1_235_814_400
+    assert llama.model.total_params == PUBLISHED_TOTALS[LLAMA_1B]  # 1,235,814,400
     assert llama.model.tied_embeddings is True
 
 

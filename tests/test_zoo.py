@@ -10,6 +10,7 @@ counted says why in one line.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -66,15 +67,10 @@ DEEPSEEK_V2_LITE = {
 }
 
 
-def test_deepseek_v2_lite_is_reported_cell_by_cell(tmp_path: Path) -> None:
-    import json
+def test_deepseek_v2_lite_is_reported_cell_by_cell(write_config: Callable[..., Path]) -> None:
+    from tests.families import study_report
 
-    from reportgen.pipeline import Study, analyse_spec
-    from reportgen.resolve import ModelSpec
-
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(DEEPSEEK_V2_LITE))
-    report = analyse_spec(ModelSpec(str(path), "test"), "t", Study(ranks=(8,), merge_check=False))
+    report = study_report(write_config(config=DEEPSEEK_V2_LITE), ranks=(8,))
     assert report.mismatches == ()
     # qkvo on MLA, r=8, per layer: q_proj (16 heads x (128 + 64), 2048) 8 * (3072 + 2048) = 40,960;
     # kv_a_proj_with_mqa (512 + 64, 2048) 8 * 2,624 = 20,992; kv_b_proj (16 x (128 + 128), 512) 8 * 4,608 = 36,864;

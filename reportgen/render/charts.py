@@ -23,16 +23,10 @@ from matplotlib.axes import Axes  # noqa: E402  (after the backend is chosen)
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from ..data import GIB, ModelReport, RunResult, human_count  # noqa: E402
-from .view import (  # noqa: E402
-    GPU_SIZES_GIB,
-    ChartRef,
-    headline_scenario,
-    memory_setting,
-    method_title,
-    module_lora_rows,
-    scenario_rows,
-)
+from ..data import ModelReport, RunResult  # noqa: E402
+from ..formatting import GB, GIB, axis_count, human_count  # noqa: E402
+from .memory_view import GPU_SIZES_GIB, memory_setting, method_title  # noqa: E402
+from .view import ChartRef, headline_scenario, module_lora_rows, scenario_rows  # noqa: E402
 
 # Okabe & Ito's colour-blind-safe palette.
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
@@ -40,7 +34,6 @@ GROUP_COLOURS = {"attention": "#0072B2", "mlp": "#E69F00", "other": "#999999"}
 GROUP_HATCHES = {"attention": "", "mlp": "//", "other": ".."}
 GROUP_LABELS = {"attention": "attention", "mlp": "MLP", "other": "other"}
 COMPONENT_HATCHES = ("", "//", "..", "xx", "\\\\", "++")  # one per stacked component, for greyscale
-GB = 1e9
 FIT_PAD_POINTS = 6  # blank border around each chart, in points
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", "-.", ":")
@@ -84,8 +77,6 @@ class ChartData:
     series: tuple[Series, ...]
     groups: tuple[str, ...] = ()  # per category, for charts coloured by module group
     x_values: tuple[float, ...] = ()  # numeric x (scatter, rank charts)
-    log_y: bool = False
-    log_x: bool = False
     alt: str = ""
     references: tuple[tuple[float, str], ...] = ()  # horizontal reference lines: value and label
 
@@ -121,7 +112,6 @@ def trainables_by_rank_chart(report: ModelReport) -> ChartData:
         categories=tuple(str(rank) for rank in report.ranks),
         series=series,
         x_values=tuple(float(rank) for rank in report.ranks),
-        log_y=True,
         alt="Lines: trainable parameters of each targeting scenario at each rank, on a log scale.",
     )
 
@@ -165,8 +155,6 @@ def cross_model_chart(result: RunResult) -> ChartData:
         categories=tuple(report.model.id for report in reports),
         series=tuple(series),
         x_values=tuple(float(report.model.total_params) for report in reports),
-        log_x=True,
-        log_y=True,
         alt="Points: each model's size against its LoRA trainables on all linear layers, one colour per rank.",
     )
 
@@ -196,11 +184,8 @@ def memory_chart(report: ModelReport) -> ChartData:
 
 
 def _units(value: float, _position: float | None = None) -> str:
-    """An axis tick in readable units without trailing zeros: 50M, 1.5B, 300K."""
-    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g}{unit}"
-    return f"{value:g}"
+    """An axis tick in readable units without trailing zeros: 50M, 1.5B, 300K (FuncFormatter's signature)."""
+    return axis_count(value)
 
 
 @contextmanager
@@ -400,8 +385,3 @@ METADATA = re.compile(r"\s*<metadata>.*?</metadata>", re.DOTALL)
 def inline_svg(svg: str) -> str:
     """An SVG file's text without the XML prologue, doctype and metadata, ready to sit inside HTML."""
     return METADATA.sub("", XML_PROLOGUE.sub("", svg, count=1), count=1)
-
-
-def points(chart: ChartData) -> dict[str, dict[str, float]]:
-    """What a chart plots, as {series: {category: value}} (for tests and for reading)."""
-    return {series.name: dict(zip(chart.categories, series.values)) for series in chart.series}

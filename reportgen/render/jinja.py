@@ -11,50 +11,17 @@ import jinja2
 
 import reportgen
 
-from ..data import REFERENCE, human_bytes, human_count
+from .. import formatting
+from ..data import REFERENCE
 from .compare import method_title
 
 TEMPLATES = Path(reportgen.__file__).parent.parent / "templates"
 
-
-def count(value: int | None) -> str:
-    """An exact count with thousands separators: 3,407,872 ("-" for none)."""
-    return "-" if value is None else f"{value:,}"
-
-
-def pct(value: float | None) -> str:
-    """A percentage, two decimals as the walk-through prints them (three for very small shares)."""
-    if value is None:
-        return "-"
-    return f"{value:.2f}%" if value >= 0.1 or value == 0 else f"{value:.3f}%"
-
-
-def mega(value: float | None) -> str:
-    """Millions already rounded by the data layer, with their unit: 67.11M."""
-    return "-" if value is None else f"{value:.2f}M"
-
-
-def human(value: int | None) -> str:
-    """A count with a readable unit: 1.24B."""
-    return "-" if value is None else human_count(value)
-
-
-def gb(value: int | None) -> str:
-    """A size in bytes with a readable unit: 2.47 GB, 45.09 MB."""
-    return "-" if value is None else human_bytes(value)
-
-
-def signed(value: int) -> str:
-    """A difference with its sign and thousands separators: +12,582,912, -42,467,328, 0."""
-    return f"{value:+,}" if value else "0"
-
-
-def yes_no(value: bool) -> str:
-    return "yes" if value else "no"
-
-
-FILTERS: dict[str, Callable[..., str]] = {"count": count, "pct": pct, "mega": mega, "human": human, "gb": gb,
-                                            "yes_no": yes_no, "signed": signed, "method": method_title}
+# Every number filter is formatting's: the pages, the terminal and the charts write a figure the same way.
+FILTERS: dict[str, Callable[..., str]] = {
+    "count": formatting.count, "pct": formatting.pct, "mega": formatting.mega, "human": formatting.human,
+    "gb": formatting.gb, "yes_no": formatting.yes_no, "signed": formatting.signed, "method": method_title,
+}
 
 
 @functools.lru_cache(maxsize=None)

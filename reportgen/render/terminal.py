@@ -7,14 +7,7 @@ from collections.abc import Callable
 import pandas as pd
 
 from ..data import ModelReport
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}%"
-
-
-def _count(value: int | None) -> str:
-    return "-" if value is None else f"{value:,}"
+from ..formatting import count, gb_figure, mega, pct, signed
 
 
 def module_table(report: ModelReport) -> pd.DataFrame:
@@ -27,10 +20,10 @@ def module_table(report: ModelReport) -> pd.DataFrame:
                 "role": row.role,
                 "layers": row.layers,
                 "shape (out x in)": row.shape_label,
-                "params": _count(row.params),
-                "millions": f"{row.millions:.2f}M",
-                "from config": _count(row.expected_params),
-                "check": {True: "agrees", False: "DIFFERS", None: "no rule"}[row.agrees],
+                "params": count(row.params),
+                "millions": mega(row.millions),
+                "from config": count(row.expected_params),
+                "check": row.check_label,
             }
             for row in report.modules
         ]
@@ -46,20 +39,16 @@ def cell_table(report: ModelReport) -> pd.DataFrame:
                 "method": cell.method,
                 "rank": cell.rank,
                 "matrices": cell.matrices,
-                "targeted": f"{cell.targeted_millions:.2f}M",
-                "formula": _count(cell.formula_trainable),
-                "peft": _count(cell.peft_trainable),
-                "% of targeted": _percent(cell.percent_of_targeted),
-                "% of model": _percent(cell.percent_of_model),
+                "targeted": mega(cell.targeted_millions),
+                "formula": count(cell.formula_trainable),
+                "peft": count(cell.peft_trainable),
+                "% of targeted": pct(cell.percent_of_targeted),
+                "% of model": pct(cell.percent_of_model),
                 "status": cell.note or cell.status,
             }
             for cell in report.cells
         ]
     )
-
-
-def _gb(count: int) -> str:
-    return f"{count / 1e9:.2f}"
 
 
 def memory_table(report: ModelReport) -> pd.DataFrame:
@@ -70,12 +59,12 @@ def memory_table(report: ModelReport) -> pd.DataFrame:
                 "method": row.method,
                 "scenario": row.scenario,
                 "rank": "-" if row.rank is None else row.rank,
-                "trainable": _count(row.trainable_params),
-                "weights GB": _gb(row.weight_bytes),
-                "gradients GB": _gb(row.gradient_bytes),
-                "optimizer GB": _gb(row.optimizer_bytes),
-                "activations GB": _gb(row.activation_bytes),
-                "total GB": _gb(row.total_bytes),
+                "trainable": count(row.trainable_params),
+                "weights GB": gb_figure(row.weight_bytes),
+                "gradients GB": gb_figure(row.gradient_bytes),
+                "optimizer GB": gb_figure(row.optimizer_bytes),
+                "activations GB": gb_figure(row.activation_bytes),
+                "total GB": gb_figure(row.total_bytes),
                 "fits": row.fits_label,
             }
             for row in report.memory_headline
@@ -87,7 +76,7 @@ def explanation_table(report: ModelReport) -> pd.DataFrame:
     """Every way of counting the model's parameters, the difference from the unique count, and why."""
     return pd.DataFrame(
         [
-            {"count": line.label, "parameters": _count(line.count), "difference": f"{line.difference:+,}",
+            {"count": line.label, "parameters": count(line.count), "difference": signed(line.difference),
              "why": line.why}
             for line in report.explanation
         ]
@@ -120,8 +109,8 @@ def render(report: ModelReport) -> str:
         f"{model.id}  ({model.architecture}, {model.model_type})",
         f"  config: {model.source}",
         *([f"  built: {model.build_note}"] if model.build_note else []),
-        f"  total parameters: {model.total_params:,} (tied embeddings counted once: {model.tied_embeddings})",
-        f"  linear parameters in the blocks: {model.linear_params:,} ({model.linear_millions:.2f}M)",
+        f"  total parameters: {count(model.total_params)} (tied embeddings counted once: {model.tied_embeddings})",
+        f"  linear parameters in the blocks: {count(model.linear_params)} ({mega(model.linear_millions)})",
         "",
         "Modules",
         module_table(report).to_string(index=False),

@@ -10,10 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..data import (
-    GIB,
-    Assumption,
     Cell,
-    MemoryAssumptions,
     MemoryRow,
     MergeCheck,
     ModelFailure,
@@ -22,13 +19,11 @@ from ..data import (
     RunResult,
     Scenario,
     lora_matrix_params,
-    human_bytes,
-    percent,
 )
-from .compare import PEFT_TITLES, MethodsView, method_title as peft_method_title, methods_view
+from ..formatting import count, percent, yes_no
+from .compare import MethodsView, method_title as peft_method_title, methods_view
+from .memory_view import MemoryView, memory_setting, memory_view, method_title
 
-METHOD_TITLES = {"full": "Full fine-tuning", "qlora": "QLoRA", **PEFT_TITLES}
-GPU_SIZES_GIB = MemoryAssumptions().gpu_sizes_gib  # the GPU sizes each memory row is marked against
 MODULE_CHARTS = ("params_by_module.svg",)
 MEMORY_CHARTS = ("memory.svg",)
 
@@ -135,97 +130,6 @@ class Field:
 
     label: str
     value: str
-
-
-def method_title(row: MemoryRow) -> str:
-    """A memory row's method as the report names it: Full fine-tuning, LoRA, QLoRA."""
-    return METHOD_TITLES.get(row.method, row.method)
-
-
-def memory_setting(row: MemoryRow) -> str:
-    """Where an adapter row sits in the study ("all_linear, r=16"); all parameters for full fine-tuning."""
-    return "all parameters" if row.rank is None else f"{row.scenario}, r={row.rank}"
-
-
-@dataclass(frozen=True)
-class MemoryLine:
-    """One line of the headline memory table: a component's bytes under each method."""
-
-    label: str
-    values: tuple[int, ...]
-    notes: tuple[str, ...] = ()  # per method, "" for none
-
-
-@dataclass(frozen=True)
-class GpuFit:
-    """Whether each headline row fits one common GPU size."""
-
-    gib: int
-    fits: tuple[bool, ...]
-
-    @property
-    def bytes(self) -> int:
-        """The GPU's memory in bytes (1 GiB = 2^30 bytes)."""
-        return self.gib * GIB
-
-
-@dataclass(frozen=True)
-class MemoryGridRow:
-    """One scenario's LoRA and QLoRA totals at every rank (None where the scenario does not apply)."""
-
-    scenario: Scenario
-    rows: tuple[MemoryRow | None, ...]  # in MemoryView.grid_columns order
-
-
-@dataclass(frozen=True)
-class MemoryView:
-    """The fine-tuning memory section: the headline rows, the scenario x rank totals, the assumptions."""
-
-    headline: tuple[MemoryRow, ...]  # full, lora, qlora at the chosen scenario and rank
-    grid_columns: tuple[tuple[str, int], ...]  # (method, rank), rank by rank
-    grid: tuple[MemoryGridRow, ...]
-    assumptions: tuple[Assumption, ...]
-
-    @property
-    def titles(self) -> tuple[str, ...]:
-        return tuple(method_title(row) for row in self.headline)
-
-    @property
-    def settings(self) -> tuple[str, ...]:
-        return tuple(memory_setting(row) for row in self.headline)
-
-    @property
-    def grid_titles(self) -> tuple[str, ...]:
-        """The scenario x rank table's column titles: LoRA r=8, QLoRA r=8, ..."""
-        return tuple(f"{METHOD_TITLES[method]} r={rank}" for method, rank in self.grid_columns)
-
-    @property
-    def adapter(self) -> MemoryRow | None:
-        """The headline LoRA row (its scenario and rank name the chosen setting)."""
-        return next((row for row in self.headline if row.rank is not None), None)
-
-    @property
-    def full(self) -> MemoryRow | None:
-        return next((row for row in self.headline if row.method == "full"), None)
-
-    @property
-    def lines(self) -> tuple[MemoryLine, ...]:
-        """The headline table's component lines: every component, method by method."""
-        labels = [label for label, _ in self.headline[0].components] if self.headline else []
-        lines = []
-        for index, label in enumerate(labels):
-            values = tuple(row.components[index][1] for row in self.headline)
-            notes = tuple(
-                f"incl. {human_bytes(row.quantisation_bytes)} quantisation constants"
-                if label == "frozen weights" and row.quantisation_bytes else ""
-                for row in self.headline
-            )
-            lines.append(MemoryLine(label, values, notes))
-        return tuple(lines)
-
-    @property
-    def fits(self) -> tuple[GpuFit, ...]:
-        return tuple(GpuFit(size, tuple(row.fits(size) for row in self.headline)) for size in GPU_SIZES_GIB)
 
 
 @dataclass(frozen=True)
@@ -398,7 +302,7 @@ def merge_fields(check: MergeCheck) -> tuple[Field, ...]:
         ("materialised", check.materialised),
         ("device", check.device),
         ("dtype", check.dtype),
-        ("parameters after merge", f"{check.params_after_merge:,}" if check.params_after_merge is not None else None),
+        ("parameters after merge", count(check.params_after_merge) if check.params_after_merge is not None else None),
         ("note", check.note),
     ]
     return tuple(
@@ -408,7 +312,7 @@ def merge_fields(check: MergeCheck) -> tuple[Field, ...]:
 
 def _field_text(value: object) -> str:
     if isinstance(value, bool):
-        return "yes" if value else "no"
+        return yes_no(value)
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
@@ -426,23 +330,6 @@ def report_view(report: ModelReport, charts: tuple[ChartRef, ...] = ()) -> Repor
         memory=memory_view(report),
         methods=methods_view(report),
     )
-
-
-def memory_grid(report: ModelReport) -> tuple[tuple[tuple[str, int], ...], tuple[MemoryGridRow, ...]]:
-    """LoRA and QLoRA totals of every scenario at every rank: the columns, and one row per scenario."""
-    columns = tuple((method, rank) for rank in report.ranks for method in ("lora", "qlora"))
-    by_cell = {(row.method, row.scenario, row.rank): row for row in report.memory}
-    rows = tuple(
-        MemoryGridRow(scenario, tuple(by_cell.get((method, scenario.name, rank)) for method, rank in columns))
-        for scenario in report.scenarios
-    )
-    return columns, rows
-
-
-def memory_view(report: ModelReport) -> MemoryView:
-    """The memory section of one model's page (empty when the report has no memory rows)."""
-    columns, grid = memory_grid(report)
-    return MemoryView(report.memory_headline, columns, grid, report.memory_assumptions)
 
 
 def headline_scenario(report: ModelReport) -> str:
