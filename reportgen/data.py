@@ -200,6 +200,11 @@ class MergeCheck:
     note: str = ""
     lora_effect: float | None = None  # max |adapted - base| logits: how far the LoRA moved them (non-vacuity)
 
+    @property
+    def status_label(self) -> str:
+        """The status in words: "not run", "not applicable", "passed" ..."""
+        return self.status.replace("_", " ")
+
 
 @dataclass(frozen=True)
 class Printouts:

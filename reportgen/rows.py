@@ -86,6 +86,11 @@ class ModuleRow:
         return CHECK_LABELS[self.agrees]
 
     @property
+    def check_mark(self) -> str:
+        """The check's mark class in the page: ok (agrees), bad (DIFFERS), na (no rule)."""
+        return {True: "ok", False: "bad", None: "na"}[self.agrees]
+
+    @property
     def matrix_params(self) -> int:
         """The weights of one layer's matrix (all experts of it): out * in * experts."""
         return self.shape[0] * self.shape[1] * self.experts
