@@ -166,7 +166,7 @@ def estimate_bytes(model: nn.Module, dtype: torch.dtype, vocab_size: int) -> int
     weights (r=16 on q, k, v, o is under 2 % of any model), one delta at a time and
     the activations of a few tokens.
     """
-    weights = sum(p.numel() for p in model.parameters()) * (torch.finfo(dtype).bits // 8)
+    weights = parameter_count(model) * (torch.finfo(dtype).bits // 8)
     logits = 4 * 2 * BATCH[0] * BATCH[1] * vocab_size * 4  # the doubled batch's logits, a few fp32 copies
     return weights + weights // 20 + logits + RUNTIME_BYTES
 
