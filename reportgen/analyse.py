@@ -14,18 +14,13 @@ from transformers.pytorch_utils import Conv1D
 
 from .build import Built, embeddings_tied, parameter_count
 from .errors import ReportgenError
-from .data import Dimensions, ModelFacts, ModelInfo, ModuleRow, Scenario
-from .variants import ALL_LINEAR, Variant
+from .rows import HEAD, LANGUAGE_MODEL, OUTPUT_HEAD
+from .data import SEED_SCENARIOS, Dimensions, ModelFacts, ModelInfo, ModuleRow, Scenario
+from .variants import Variant
 from .roles import ATTENTION_ROLES, ROLE_ORDER, block_dimensions, expected_shape, group_of, role_of
 
 LAYER_INDEX = re.compile(r"\.(\d+)\.")
 
-# The walk-through's three scenarios, by role, with the task each suits.
-SEED_SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("qv_only", ("q", "v"), "style/format tasks"),
-    Scenario("qkvo", ("q", "k", "v", "o"), "instruction following"),
-    Scenario("all_linear", (ALL_LINEAR,), "domain adaptation"),
-)
 
 
 # Where a weight lives, from the words of its module path (the output head is found by identity).
@@ -34,8 +29,6 @@ PART_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("audio tower", ("audio", "speech", "sound", "whisper", "acoustic")),
     ("projector", ("projector", "connector", "mm_proj", "multi_modal", "merger")),
 )
-LANGUAGE_MODEL, HEAD = "language model", "head"
-OUTPUT_HEAD = "output head"  # lm_head itself: not in the module table (all-linear leaves it out), matched by name
 
 
 @dataclass(frozen=True)
@@ -259,7 +252,8 @@ def model_info(
 
 def default_scenarios(rows: tuple[ModuleRow, ...], extra: tuple[Scenario, ...] = ()) -> tuple[Scenario, ...]:
     """The seed's three, then one single-module scenario per module type, then the user's own."""
-    tags = dict.fromkeys(row.tag for row in rows)  # a tag several rows share (several shapes, towers) once
+    # a tag several rows share (several shapes, towers) once; a user's scenario of the same name replaces it
+    tags = [tag for tag in dict.fromkeys(row.tag for row in rows) if tag not in {scenario.name for scenario in extra}]
     singles = tuple(Scenario(tag, (tag,), f"{tag} alone") for tag in tags)
     return SEED_SCENARIOS + singles + extra
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from .data import BASE_DTYPES, OPTIMIZERS, MemoryAssumptions, Scenario
+from .data import BASE_DTYPES, OPTIMIZERS, SEED_SCENARIOS, MemoryAssumptions, Scenario
 from .errors import ReportgenError, UsageError
 
 RANK = re.compile(r"^[0-9]+$")  # ASCII digits only: str.isdigit() also accepts "²"
@@ -116,6 +116,11 @@ def _study_matrix(ranks: tuple[int, ...], methods: str | None, matrix_file: Path
 
     matrix = load_matrix(matrix_file) if matrix_file is not None else Matrix()
     variants = parse_methods(methods) if methods else matrix.variants
+    names = [scenario.name for scenario in (*SEED_SCENARIOS, *matrix.scenarios, *scenarios)]
+    taken = sorted({name for name in names if names.count(name) > 1})
+    if taken:
+        raise UsageError(f"scenario {', '.join(map(repr, taken))} is named twice (qv_only, qkvo and all_linear "
+                         "are built in; a study matrix and --scenario must not repeat a name)")
     return {"ranks": ranks or matrix.ranks, "variants": variants, "scenarios": matrix.scenarios + scenarios}
 
 

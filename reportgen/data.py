@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from .formatting import human_count, millions
+from .variants import ALL_LINEAR
 
 # The memory estimate's records live in memory_data.py; the data model is read from here, so re-exported.
 from .memory_data import (
@@ -88,6 +89,14 @@ class Scenario:
     name: str
     targets: tuple[str, ...]
     purpose: str = ""
+
+
+# The walk-through's three scenarios, by role, with the task each suits.
+SEED_SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("qv_only", ("q", "v"), "style/format tasks"),
+    Scenario("qkvo", ("q", "k", "v", "o"), "instruction following"),
+    Scenario("all_linear", (ALL_LINEAR,), "domain adaptation"),
+)
 
 
 @dataclass(frozen=True)
@@ -246,6 +255,13 @@ class ModelReport:
     @property
     def all_confirmed(self) -> bool:
         return all(cell.status != MISMATCH for cell in self.cells)
+
+    @property
+    def peft_reference_note(self) -> str:
+        """Why the walk-through's PEFT step is missing: what its scenario's cells say (PEFT's refusal, a fused qkv)."""
+        notes = [cell.note for cell in self.cells
+                 if (cell.scenario, cell.method) == (REFERENCE.scenario, REFERENCE.method) and not cell.applicable]
+        return notes[0].rstrip(".") if notes else "this model has no q, k, v and o projections to target"
 
     @property
     def parts(self) -> tuple[tuple[str, int, int], ...]:

@@ -9,10 +9,12 @@ numbers. Sizes are bytes; an "element" is one value in the compute dtype.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .analyse import Analysis
+from .peft_count import Counted
 from .formatting import GIB
 from .data import Cell, Dimensions, MemoryAssumptions, MemoryRow, ModelInfo, ModuleRow
 from .errors import ReportgenError
@@ -274,23 +276,30 @@ def headline_rank(a: MemoryAssumptions, ranks: tuple[int, ...]) -> int | None:
 
 
 def memory_rows(info: ModelInfo, rows: tuple[ModuleRow, ...], cells: tuple[Cell, ...], shape: MemoryShape,
-                a: MemoryAssumptions, ranks: tuple[int, ...]) -> tuple[MemoryRow, ...]:
-    """Full fine-tuning, then lora and qlora at every counted (scenario, rank) cell."""
+                a: MemoryAssumptions, ranks: tuple[int, ...],
+                adapted: Sequence[tuple[ModuleRow, ...]] | None = None) -> tuple[MemoryRow, ...]:
+    """Full fine-tuning, then lora and qlora at every counted (scenario, rank) cell.
+
+    ``adapted`` is each cell's adapted rows, from its plan (the count stage's); without it
+    the rows are looked up by the cell's target names, which holds for one tower and plain names.
+    """
     rank = headline_rank(a, ranks)
     by_target = {row.peft_target: row for row in rows}
+    planned = dict(zip(cells, adapted)) if adapted is not None else {}
     result = [full_row(info, shape, a)]
     for method in ("lora", "qlora"):
         for cell in cells:
             if cell.method != "lora" or (cell.peft_trainable is None and cell.formula_trainable is None):
                 continue
-            chosen = tuple(by_target[target] for target in cell.targets if target in by_target)
+            chosen = planned.get(cell) or tuple(by_target[target] for target in cell.targets if target in by_target)
             headline = (cell.scenario, cell.rank) == (a.scenario, rank)
             result.append(adapter_row(method, cell, chosen, info, rows, shape, a, headline))
     return tuple(result)
 
 
-def estimate(analysis: Analysis, cells: tuple[Cell, ...], config: Any, assumptions: MemoryAssumptions,
+def estimate(analysis: Analysis, counted: Counted, config: Any, assumptions: MemoryAssumptions,
              ranks: tuple[int, ...]) -> tuple[MemoryRow, ...]:
     """The estimate stage: every method's training memory for the counted cells, under the stated assumptions."""
     shape = memory_shape(analysis.info.dimensions, analysis.rows, config)
-    return memory_rows(analysis.info, analysis.rows, cells, shape, assumptions, ranks)
+    return memory_rows(analysis.info, analysis.rows, counted.cells, shape, assumptions, ranks,
+                       tuple(plan.rows for plan in counted.plans))

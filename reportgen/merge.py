@@ -27,6 +27,7 @@ from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from .build import build_meta_model, embeddings_tied, parameter_count
 from .data import REFERENCE, MergeCheck, MergeStatus
+from .variants import ALL_LINEAR
 from .errors import UsageError, one_line
 from .formatting import GIB, gib_figure
 
@@ -394,7 +395,7 @@ def _run(
 
 def _adapt(model: PreTrainedModel, targets: Sequence[str], filler: PatternFill) -> PeftModel:
     """The model wrapped by PEFT (in place, no copy of the base weights) with non-zero A and B."""
-    target_modules: str | list[str] = "all-linear" if list(targets) == ["all-linear"] else list(targets)
+    target_modules: str | list[str] = ALL_LINEAR if list(targets) == [ALL_LINEAR] else list(targets)
     config = LoraConfig(
         r=REFERENCE.rank, lora_alpha=REFERENCE.alpha, target_modules=target_modules, lora_dropout=0.0, bias="none",
         task_type="CAUSAL_LM",

@@ -29,8 +29,9 @@ from typing import Any
 
 from . import data
 from .data import Cell, ModuleRow, Scenario
+from .rows import LANGUAGE_MODEL, OUTPUT_HEAD
 from .formatting import percent
-from .variants import ALL_LINEAR, BUILTIN_VARIANTS, IA3, LOHA, LOKR, LORA, PARAM_KINDS, VERA, Variant
+from .variants import ALL_LINEAR, IA3, LOHA, LOKR, LORA, PARAM_KINDS, VERA, Variant
 from .roles import ROLE_ORDER
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ def _all_linear_names(variant: Variant, rows: tuple[ModuleRow, ...], model_type:
     conversion = _moe_conversion(model_type) if variant.method == LORA else None
     if conversion is None:
         return None
-    leaves = {_leaf(row) for row in rows if row.kind in ("linear", "conv1d") and row.part != "output head"}
+    leaves = {_leaf(row) for row in rows if row.kind in ("linear", "conv1d") and row.part != OUTPUT_HEAD}
     return tuple(sorted(leaves | set(conversion[0])))
 
 
@@ -193,13 +194,13 @@ def _all_linear(variant: Variant, rows: tuple[ModuleRow, ...], model_type: str, 
     """What PEFT's all-linear adapts: every Linear/Conv1D but the head; for LoRA on a v5 MoE model, by name, experts too."""
     names = _all_linear_names(variant, rows, model_type)
     if names is None:
-        chosen = tuple(row for row in rows if row.kind in ("linear", "conv1d") and row.part != "output head")
+        chosen = tuple(row for row in rows if row.kind in ("linear", "conv1d") and row.part != OUTPUT_HEAD)
         if not chosen:
             return Plan((), True, reason="not applicable: this model has no Linear or Conv1D layer to adapt")
         return Plan(chosen, True, layers=tuple(_row_layers(row) for row in chosen))
     modules, parameters, ranks, alphas = _convert(variant, names, model_type, rank, alpha)
     chosen, layers = _expand(variant, rows, modules, parameters)
-    left = [row.tag for row in rows if row.kind in ("linear", "conv1d") and row.part != "output head"
+    left = [row.tag for row in rows if row.kind in ("linear", "conv1d") and row.part != OUTPUT_HEAD
             and row not in chosen]
     note = (f"PEFT's transformers-5 MoE conversion maps {', '.join(n for n in names if n not in modules)} onto the "
             f"fused experts, so these Linear layers get no adapter: {', '.join(dict.fromkeys(left))}") if left else ""
@@ -223,47 +224,68 @@ def _same_block(row: ModuleRow, other: ModuleRow) -> bool:
         parent == other_parent or (bool(grandparent) and grandparent == other_parent.rpartition(".")[0]))
 
 
-def _named(scenario: Scenario, rows: tuple[ModuleRow, ...]) -> tuple[tuple[ModuleRow, ...], data.CellStatus, str]:
-    """The rows a (non all-linear) scenario names by role, tag or PEFT name, and why none.
+def _named(
+    scenario: Scenario, rows: tuple[ModuleRow, ...]
+) -> tuple[tuple[str, ...], tuple[str, ...], data.CellStatus, str]:
+    """The names a (non all-linear) scenario hands PEFT, as target_modules and target_parameters, and why none.
 
-    Roles (q, k, v, o, ...) are looked up in the language model (its rows, if it
-    has any); tags and PEFT names anywhere.
+    A target that names a module as PEFT matches names (the module's name is it,
+    or ends with "." + it) is handed on as given: "c_proj" reaches GPT-2's
+    attn.c_proj and mlp.c_proj alike. Else a 2-D or 3-D weight's name ("gate.weight",
+    or a router's tag "gate"). Else a role (q, k, v, o, ...), looked up in the
+    language model: q, k and v together become a fused qkv projection.
     """
-    chosen: list[ModuleRow] = []
+    modules: list[str] = []
+    parameters: list[str] = []
     missing: list[str] = []
     targets = list(scenario.targets)
-    language = tuple(row for row in rows if row.part == "language model") or rows
+    language = tuple(row for row in rows if row.part == LANGUAGE_MODEL) or rows
+
+    def add(row: ModuleRow) -> None:
+        names = parameters if row.kind in PARAM_KINDS else modules
+        if row.peft_target not in names:
+            names.append(row.peft_target)
+
     for fused_role, parts in (("qkv", ("q", "k", "v")), ("kv_latent", ("k", "v"))):
         fused = [row for row in language if row.role == fused_role]
         if set(parts) <= set(targets) and fused:
             # q, k and v together are exactly the fused projection (GPT-2 c_attn, Phi-3 qkv_proj);
             # k and v together are multi-head latent attention's kv_a_proj_with_mqa and kv_b_proj.
             targets = [t for t in targets if t not in parts]
-            chosen.extend(row for row in fused if row not in chosen)
+            for row in fused:
+                add(row)
     attention = [row for row in language if row.role in ("q", "k", "v", "qkv", "q_latent", "kv_latent")]
     for target in targets:
-        # A module's own name first (the router's tag "gate" is not the role gate); else a role.
-        matches = [row for row in rows if target in (row.tag, row.peft_target)]
+        reached = [row for row in rows if any(name_matches(full_key(row, i), [target]) for i in _row_layers(row))]
+        if reached:  # a name, handed to PEFT as given: a module's, else a 2-D/3-D weight's
+            names = modules if any(row.kind not in PARAM_KINDS for row in reached) else parameters
+            if target not in names:
+                names.append(target)
+            continue
+        # A router reached by its tag ("gate" for mlp.gate.weight), not the role gate; else a role.
+        matches = [row for row in rows if row.kind in PARAM_KINDS and target == row.tag]
         if not matches:
             matches = [row for row in language if target == row.role or (target == "q" and row.role == "q_latent")]
             if target == "o":
                 matches = [row for row in matches if any(_same_block(row, other) for other in attention)]
         if not matches:
             missing.append(target)
-        chosen.extend(row for row in matches if row not in chosen)
+        for row in matches:
+            add(row)
     if missing:
         for fused_role, label in (("qkv", "holds q, k and v in one matrix"),
                                   ("kv_latent", "makes k and v from one latent (multi-head latent attention)")):
             fused_tags = [row.tag for row in language if row.role == fused_role]
             if fused_tags and set(missing) & {"q", "k", "v"}:
-                return (), data.NOT_APPLICABLE, (f"not applicable: fused ({', '.join(dict.fromkeys(fused_tags))} {label}, "
-                            f"so {', '.join(missing)} cannot be adapted alone)")
+                return (), (), data.NOT_APPLICABLE, (
+                    f"not applicable: fused ({', '.join(dict.fromkeys(fused_tags))} {label}, "
+                    f"so {', '.join(missing)} cannot be adapted alone)")
         why = f"targets {', '.join(missing)} {NO_MODULE}"
         if set(missing) <= set(ROLE_ORDER):  # roles: say what the model has instead (an SSM's in_proj, out_proj ...)
             held = ", ".join(dict.fromkeys(row.tag for row in language))
             why += f" (its language model holds {held if len(held) <= 120 else held[:117].rsplit(',', 1)[0] + ', ...'})"
-        return (), data.NO_MATCH, why
-    return tuple(chosen), data.OK, ""
+        return (), (), data.NO_MATCH, why
+    return tuple(modules), tuple(parameters), data.OK, ""
 
 
 def default_alpha(variant: Variant, rank: int) -> float:
@@ -279,11 +301,9 @@ def plan_cell(scenario: Scenario, rank: int, variant: Variant, rows: tuple[Modul
     if scenario.targets == (ALL_LINEAR,):
         plan = _all_linear(variant, rows, model_type, rank, alpha)
     else:
-        named, status, why = _named(scenario, rows)
+        modules, parameters, status, why = _named(scenario, rows)
         if why:
             return Plan((), False, reason=why, status=status)
-        modules = tuple(dict.fromkeys(row.peft_target for row in named if row.kind not in PARAM_KINDS))
-        parameters = tuple(dict.fromkeys(row.peft_target for row in named if row.kind in PARAM_KINDS))
         converted, more, ranks, alphas = _convert(variant, modules, model_type, rank, alpha)
         chosen, layers = _expand(variant, rows, converted, tuple(dict.fromkeys(parameters + more)))
         plan = Plan(chosen, False, ranks, alphas, modules=modules, parameters=parameters, layers=layers,
@@ -415,7 +435,7 @@ def formula_cell(
         targeted += row.shape[0] * row.shape[1] * row.experts * len(layers)
         matrices += row.experts * len(layers)
         per_layer = sorted(set(counts))
-        label = row.tag if row.part == "language model" else f"{row.tag} ({row.part})"
+        label = row.tag if row.part == LANGUAGE_MODEL else f"{row.tag} ({row.part})"
         terms.append(f"{label} {per_layer[0]:,} x {len(layers)}" if len(per_layer) == 1
                      else f"{label} {sum(counts):,} over {len(layers)} layers")
     for label, count in _extras(variant, plan, facts):

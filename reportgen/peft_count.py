@@ -19,13 +19,12 @@ from transformers import PreTrainedModel
 from transformers.initialization import no_init_weights
 
 from . import data
-from .analyse import SEED_SCENARIOS, Analysis
+from .analyse import Analysis
 from .build import Built
-from .data import Cell, PeftReference
+from .data import REFERENCE, SEED_SCENARIOS, Cell, PeftReference
 from .errors import one_line
-from .data import REFERENCE
-from .methods import Plan, default_alpha, formula_cell
-from .variants import ALL_LINEAR, BUILTIN_VARIANTS, IA3, LOHA, LOKR, LORA, PARAM_KINDS, VERA, Variant
+from .methods import Plan, default_alpha, formula_cell, full_key, name_matches
+from .variants import ALL_LINEAR, BUILTIN_VARIANTS, LOHA, LOKR, LORA, PARAM_KINDS, VERA, Variant
 
 
 def peft_config(variant: Variant, plan: Plan, rank: int, dropout: float = 0.0, alpha: float | None = None) -> PeftConfig:
@@ -57,8 +56,15 @@ def peft_config(variant: Variant, plan: Plan, rank: int, dropout: float = 0.0, a
         return config_class(r=rank, alpha=chosen_alpha, **patterns, **shared)
     if variant.method == VERA:
         return VeraConfig(r=rank, bias=options.get("bias", "none"), **shared)
-    feedforward = [row.peft_target for row in plan.rows if row.role == "down"]
+    # IA3's feed-forward layers (scaled on their input): of the names PEFT is given, those reaching a down projection.
+    down = [full_key(row, i) for row, layers in zip(plan.rows, plan.layers) if row.role == "down" for i in layers]
+    feedforward = ([row.peft_target for row in plan.rows if row.role == "down"] if plan.all_linear
+                   else [name for name in plan.modules if any(name_matches(key, [name]) for key in down)])
     return IA3Config(feedforward_modules=feedforward, **shared)
+
+
+# PEFT's words when its name matching reaches no module (NoMatchingPeftModuleError).
+MATCHED_NOTHING = ("not found in the base model", "No modules were targeted", "no parameter was matched")
 
 
 class PeftRefusal(Exception):
@@ -87,7 +93,7 @@ def adapted(model: PreTrainedModel, config: PeftConfig) -> Iterator[PeftModel]:
             warnings.simplefilter("ignore")
             try:
                 peft_model = get_peft_model(model, config, low_cpu_mem_usage=True, autocast_adapter_dtype=False)
-            except Exception as exc:  # PEFT validates targets with ValueError, TypeError, NotImplementedError ...
+            except (ValueError, TypeError, NotImplementedError) as exc:  # how PEFT refuses a config
                 raise PeftRefusal(one_line(str(exc)) or type(exc).__name__) from exc
         yield peft_model
     finally:
@@ -136,6 +142,10 @@ def count_cell(
             with adapted(model, peft_config(variant, plan, cell.rank)) as peft_model:
                 trainable, _ = peft_model.get_nb_trainable_parameters()
         except PeftRefusal as refusal:
+            if any(words in str(refusal) for words in MATCHED_NOTHING):
+                # The closed form adapts layers PEFT's own matching does not find: a disagreement, not a refusal.
+                return dataclasses.replace(cell, peft_trainable=0, status=data.MISMATCH, note=(
+                    f"MISMATCH: PEFT adapts nothing here ({refusal}), the closed form gives {cell.formula_trainable:,}"))
             return dataclasses.replace(
                 cell, formula_trainable=None, percent_of_targeted=None, percent_of_model=None, matrices=0,
                 targeted_params=0, formula="", parts=(),
@@ -229,6 +239,7 @@ class Counted:
     reference: PeftReference | None  # PEFT's own summary for the reference LoraConfig (None: PEFT refused it)
     reference_plan: Plan  # what the reference config adapts (the merge check adapts the same)
     printout: str  # the PEFT-wrapped model as PEFT prints it
+    plans: tuple[Plan, ...] = ()  # each cell's plan, in the order of cells: the rows it adapts
 
 
 def count(
@@ -260,4 +271,4 @@ def count(
                 counted = reference.trainable_params if same and reference is not None else None
                 todo.append((cell, plan, variant, counted))
     cells = count_cells(model, todo, workers, on_cell)
-    return Counted(tuple(cells), reference, reference_plan, printout)
+    return Counted(tuple(cells), reference, reference_plan, printout, tuple(plan for _, plan, _, _ in todo))

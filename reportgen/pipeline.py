@@ -20,7 +20,7 @@ from .matrix import DEFAULT_RANKS
 from .methods import Plan
 from .output import unique_slugs
 from .resolve import ModelSpec, resolve
-from .variants import DEFAULT_VARIANTS, Variant
+from .variants import ALL_LINEAR, DEFAULT_VARIANTS, Variant
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
         counted = count(built, analysis, study.ranks, study.variants, study.cell_jobs, progress.on_cell)
         explanation = count_lines(built.model, counted.reference, resolved.config)
     with _stage(spec.text, "memory"):
-        memory = estimate(analysis, counted.cells, built.config, study.memory, study.ranks)
+        memory = estimate(analysis, counted, built.config, study.memory, study.ranks)
     merge, merged_printout = MergeCheck(MergeStatus.SKIPPED, note="skipped: --no-merge-check was given"), ""
     if study.merge_check:
         progress.on_stage(spec.text, "merge")
@@ -116,7 +116,7 @@ def _merge_check(config: Any, reference: Plan, study: Study) -> tuple[MergeCheck
     from .formatting import GIB
     from .merge import check_merge, default_budget_bytes, select_device
 
-    targets = (reference.modules + reference.parameters if not reference.reason else ()) or ("all-linear",)
+    targets = (reference.modules + reference.parameters if not reference.reason else ()) or (ALL_LINEAR,)
     if study.merge_budget is not None:
         budget = int(study.merge_budget * GIB)
     else:

@@ -13,6 +13,10 @@ from enum import StrEnum
 from .formatting import millions
 
 
+# Where a module lives in the model (ModuleRow.part).
+LANGUAGE_MODEL, HEAD = "language model", "head"
+OUTPUT_HEAD = "output head"  # lm_head itself: not in the module table (all-linear leaves it out), matched by name
+
 CHECK_LABELS = {True: "agrees", False: "DIFFERS", None: "no rule"}  # the config-derived shape check, in a word
 
 
@@ -41,7 +45,7 @@ class ModuleRow:
     tag: str
     role: str  # q, k, v, o, qkv, gate, up, down, gate_up, router, other
     group: str  # attention, mlp, other
-    kind: str  # linear, conv1d, experts
+    kind: str  # linear, conv1d, experts (a fused 3-D parameter), param (a router's 2-D weight)
     layers: int
     shape: tuple[int, int]  # (out_features, in_features) of one layer's weight
     params: int  # weights of all layers (experts included), biases not counted
@@ -53,7 +57,7 @@ class ModuleRow:
     path: str = ""  # inside a layer, as PEFT keys it: "self_attn.q_proj", "mlp.experts.gate_up_proj", "mlp.gate.weight"
     layer_prefix: str = ""  # the module list holding the layers: "model.layers", "transformer.h"
     layer_indices: tuple[int, ...] = ()  # the layers that hold this module (none outside the repeated blocks)
-    part: str = "language model"  # where it lives: language model, head, projector, vision tower, audio tower
+    part: str = LANGUAGE_MODEL  # where it lives: language model, head, projector, vision tower, audio tower
 
     @property
     def millions(self) -> float:

@@ -81,7 +81,8 @@ def test_mixtral_all_linear_includes_experts_like_peft() -> None:
 @pytest.mark.parametrize("model_id", catalog_ids())
 def test_every_bundled_config_every_method(model_id: str) -> None:
     # The seed scenarios under every built-in method at odd and even ranks, on one meta model per config.
-    from reportgen.analyse import SEED_SCENARIOS, model_info, module_rows
+    from reportgen.analyse import model_info, module_rows
+    from reportgen.data import SEED_SCENARIOS
     from reportgen.build import build_meta_model, load_config
     from reportgen.analyse import model_facts
     from reportgen.methods import formula_cell
@@ -106,3 +107,19 @@ def test_every_bundled_config_every_method(model_id: str) -> None:
                 assert cell.status == data.OK or (cell.status == data.NOT_APPLICABLE and cell.note), cell
                 counted += cell.status == data.OK
     assert counted >= 2 * len(SEED_SCENARIOS)  # at least LoRA and rsLoRA everywhere something is targeted
+
+
+def test_scenario_names_match_as_peft_matches_them() -> None:
+    # GPT-2 (bundled): "c_proj" names attn.c_proj (768 x 768) and mlp.c_proj (768 out, 3072 in) alike, as PEFT's
+    # suffix matching does: 8 * (768 + 768) + 8 * (768 + 3072) = 12,288 + 30,720 = 43,008 per layer, 12 layers. A dotted name with a
+    # layer index reaches that one layer: h.1.attn.c_attn is (2304, 768): 8 * 3,072 = 24,576.
+    from reportgen.data import Scenario
+    from reportgen.pipeline import Study, analyse_spec
+    from reportgen.resolve import ModelSpec
+
+    study = Study(ranks=(8,), merge_check=False,
+                  scenarios=(Scenario("proj", ("c_proj",)), Scenario("one", ("h.1.attn.c_attn",))))
+    report = analyse_spec(ModelSpec("openai-community/gpt2", "test"), "t", study)
+    assert report.cell("proj", 8).peft_trainable == report.cell("proj", 8).formula_trainable == 12 * 43_008
+    assert report.cell("one", 8).peft_trainable == report.cell("one", 8).formula_trainable == 24_576
+    assert report.cell("one", 8).targets == ("h.1.attn.c_attn",)
