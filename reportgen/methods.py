@@ -31,6 +31,7 @@ from . import data
 from .data import Cell, ModuleRow, Scenario
 from .rows import LANGUAGE_MODEL, OUTPUT_HEAD
 from .formatting import percent
+from .moe import conversion_note, convert_targets, moe_conversion
 from .variants import ALL_LINEAR, IA3, LOHA, LOKR, LORA, PARAM_KINDS, VERA, Variant
 from .roles import ROLE_ORDER
 
@@ -53,35 +54,6 @@ class Plan:
     def parts(self) -> tuple[str, ...]:
         """The parts of the model the cell adapts, language model first."""
         return tuple(dict.fromkeys(row.part for row in self.rows))
-
-
-def _moe_conversion(model_type: str) -> tuple[dict[str, str], dict[str, list[str]]] | None:
-    """PEFT's transformers-v5 MoE rule for this model type: v4 name -> v5 parameter, and the fused ones.
-
-    Under transformers 5, Mixtral-style models keep their experts as fused 3-D
-    parameters and the router as a custom module. PEFT's LoRA maps the v4 names
-    (w1/w3 -> gate_up_proj, w2 -> down_proj, gate -> gate.weight; on Qwen2-MoE
-    style models gate_proj/up_proj -> gate_up_proj) onto ``target_parameters``,
-    wherever they occur in ``target_modules``, and doubles the rank and alpha of
-    gate_up_proj, which fuses two v4 projections.
-    """
-    try:
-        from peft.utils.transformers_weight_conversion import (  # type: ignore[attr-defined]
-            _MODEL_TO_CONVERSION_PATTERN,
-            _MOE_FUSED_TARGETS,
-            _MOE_TARGET_MODULE_MAPPING,
-        )
-        from transformers.conversion_mapping import get_checkpoint_conversion_mapping
-    except ImportError:  # an older PEFT without the v5 conversion
-        return None
-    if get_checkpoint_conversion_mapping(model_type) is None:  # type: ignore[no-untyped-call]
-        return None
-    base = _MODEL_TO_CONVERSION_PATTERN.get(model_type)
-    mapping = _MOE_TARGET_MODULE_MAPPING.get(base or "")
-    fused = _MOE_FUSED_TARGETS.get(base or "")
-    if not mapping or not fused:
-        return None
-    return dict(mapping), {name: list(olds) for name, olds in fused.items()}
 
 
 def _leaf(row: ModuleRow) -> str:
@@ -145,45 +117,9 @@ def _expand(
     return tuple(chosen), tuple(layers)
 
 
-def _convert(
-    variant: Variant, modules: tuple[str, ...], model_type: str, rank: int, alpha: float
-) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, int], ...], tuple[tuple[str, float], ...]]:
-    """PEFT's v5 MoE conversion of target_modules (LoRA only): (modules, parameters, rank and alpha patterns)."""
-    conversion = _moe_conversion(model_type) if variant.method == LORA else None
-    if conversion is None:
-        return modules, (), (), ()
-    mapping, fused = conversion
-    remaining: list[str] = []
-    parameters: list[str] = []
-    present: dict[str, set[str]] = {name: set() for name in fused}
-    for target in modules:
-        old = next((old for old in mapping if target == old or target.endswith("." + old)), None)
-        if old is None:
-            remaining.append(target)
-            continue
-        parameters.append(mapping[old])
-        present.setdefault(mapping[old], set()).add(old)
-    ranks: list[tuple[str, int]] = []
-    alphas: list[tuple[str, float]] = []
-    for name, olds in fused.items():
-        if len(olds) > 1 and len(present.get(name, ())) == len(olds):
-            ranks.append((rf".*\.{re.escape(name)}", rank * len(olds)))
-            alphas.append((rf".*\.{re.escape(name)}", alpha * len(olds)))
-    return tuple(remaining), tuple(dict.fromkeys(parameters)), tuple(ranks), tuple(alphas)
-
-
-def _conversion_note(modules: tuple[str, ...], kept: tuple[str, ...], parameters: tuple[str, ...]) -> str:
-    """The names PEFT's v5 MoE conversion moves onto the fused expert parameters, in words ("" when none)."""
-    moved = [name for name in modules if name not in kept]
-    if not moved:
-        return ""
-    return (f"PEFT's transformers-5 MoE conversion turns {', '.join(moved)} into target_parameters "
-            f"{', '.join(parameters)} (the fused experts)")
-
-
 def _all_linear_names(variant: Variant, rows: tuple[ModuleRow, ...], model_type: str) -> tuple[str, ...] | None:
     """The names PEFT's all-linear becomes on a v5 MoE model (every Linear's leaf and the v4 expert names), else None."""
-    conversion = _moe_conversion(model_type) if variant.method == LORA else None
+    conversion = moe_conversion(model_type) if variant.method == LORA else None
     if conversion is None:
         return None
     leaves = {_leaf(row) for row in rows if row.kind in ("linear", "conv1d") and row.part != OUTPUT_HEAD}
@@ -198,7 +134,7 @@ def _all_linear(variant: Variant, rows: tuple[ModuleRow, ...], model_type: str, 
         if not chosen:
             return Plan((), True, reason="not applicable: this model has no Linear or Conv1D layer to adapt")
         return Plan(chosen, True, layers=tuple(_row_layers(row) for row in chosen))
-    modules, parameters, ranks, alphas = _convert(variant, names, model_type, rank, alpha)
+    modules, parameters, ranks, alphas = convert_targets(variant, names, model_type, rank, alpha)
     chosen, layers = _expand(variant, rows, modules, parameters)
     left = [row.tag for row in rows if row.kind in ("linear", "conv1d") and row.part != OUTPUT_HEAD
             and row not in chosen]
@@ -304,10 +240,10 @@ def plan_cell(scenario: Scenario, rank: int, variant: Variant, rows: tuple[Modul
         modules, parameters, status, why = _named(scenario, rows)
         if why:
             return Plan((), False, reason=why, status=status)
-        converted, more, ranks, alphas = _convert(variant, modules, model_type, rank, alpha)
+        converted, more, ranks, alphas = convert_targets(variant, modules, model_type, rank, alpha)
         chosen, layers = _expand(variant, rows, converted, tuple(dict.fromkeys(parameters + more)))
         plan = Plan(chosen, False, ranks, alphas, modules=modules, parameters=parameters, layers=layers,
-                    conversion=_conversion_note(modules, converted, more))
+                    conversion=conversion_note(modules, converted, more))
         if not chosen:
             names = ", ".join(modules + parameters)
             plan = dataclasses.replace(plan, reason=f"not applicable: {names} reach no layer PEFT adapts here")
