@@ -21,8 +21,6 @@ from .roles import ATTENTION_ROLES, ROLE_ORDER, block_dimensions, expected_shape
 
 LAYER_INDEX = re.compile(r"\.(\d+)\.")
 
-
-
 # Where a weight lives, from the words of its module path (the output head is found by identity).
 PART_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("vision tower", ("vision", "visual", "image", "vit", "siglip", "clip")),
@@ -43,6 +41,7 @@ class _Weight:
     prefix: str  # "model.layers"; "" outside the repeated blocks
     index: int | None  # the layer; None outside the repeated blocks
     part: str
+    tensors: tuple[tuple[int, int], ...] = ()  # (id, elements) of the weight and its bias: a shared tensor counts once
 
     @property
     def module_path(self) -> str:
@@ -71,36 +70,45 @@ def part_of(name: str, head_names: tuple[str, ...] = ()) -> str:
 
 
 def _head_names(model: nn.Module) -> tuple[str, str]:
-    """The output head's module name and the top-level module holding it ("cls" for BERT's cls.predictions.decoder)."""
+    """The output head's module name, and the module holding the rest of the head ("cls.predictions" for BERT's
+    cls.predictions.decoder; "" when the head sits beside the blocks, as lm_head or model.lm_head do)."""
     get_output = getattr(model, "get_output_embeddings", None)
     head = get_output() if callable(get_output) else None
-    if head is None:
+    names = [name for name, module in model.named_modules() if module is head] if head is not None else []
+    if not names:
         return "", ""
-    name = next((name for name, module in model.named_modules() if module is head), "")
-    return name, name.split(".")[0]
+    parent = names[0].rpartition(".")[0]
+    holds_blocks = parent == "" or any(LAYER_INDEX.search(name + ".") for name, _ in model.get_submodule(parent)
+                                       .named_modules(prefix=parent))
+    return names[0], "" if holds_blocks else parent
 
 
-def _weights(model: nn.Module, output_head: bool = False) -> list[_Weight]:
-    """Every Linear, Conv1D, fused expert parameter and other 2-D weight (a router) of the model, but its output head.
+def _weights(model: nn.Module) -> list[_Weight]:
+    """Every Linear, Conv1D, fused expert parameter and other 2-D weight (a router) of the model, in one walk.
 
-    The output head (lm_head) is what PEFT's all-linear leaves out and what the
-    walk-through's "all linear" leaves out; the rest of its part (BERT's
-    cls.predictions.transform) is kept, as the head.
+    The output head (lm_head) is marked as such: PEFT's all-linear and the
+    walk-through's "all linear" leave it out, so the module table does too, but a
+    scenario's names may still reach it. The rest of a head's module (BERT's
+    cls.predictions.transform) is the head part of the table.
     """
     head, head_root = _head_names(model)
     found: list[_Weight] = []
     for name, module in model.named_modules():  # a shared module (Zamba's shared block) once, as PEFT sees it
-        if not name or (name == head) != output_head:
+        if not name:
             continue
         place = _layer_path(name)
         prefix, index, path = place if place is not None else ("", None, name)
-        part = OUTPUT_HEAD if output_head else part_of(name, (head_root,) if head_root and head_root != head else ())
-        bias = module.bias.numel() if isinstance(getattr(module, "bias", None), nn.Parameter) else 0
+        part = OUTPUT_HEAD if name == head else part_of(name, (head_root,) if head_root else ())
+        bias = getattr(module, "bias", None)
+        tensors = tuple((id(t), t.numel()) for t in (module.weight, bias) if isinstance(t, nn.Parameter)) \
+            if isinstance(module, (nn.Linear, Conv1D)) else ()
+        bias_size = bias.numel() if isinstance(bias, nn.Parameter) else 0
         if isinstance(module, nn.Linear):
-            found.append(_Weight(path, "linear", (module.out_features, module.in_features), bias, 1, prefix, index, part))
+            shape = (module.out_features, module.in_features)
+            found.append(_Weight(path, "linear", shape, bias_size, 1, prefix, index, part, tensors))
         elif isinstance(module, Conv1D):
             in_features, out_features = module.weight.shape  # Conv1D stores (in_features, out_features)
-            found.append(_Weight(path, "conv1d", (out_features, in_features), bias, 1, prefix, index, part))
+            found.append(_Weight(path, "conv1d", (out_features, in_features), bias_size, 1, prefix, index, part, tensors))
         elif not isinstance(module, (nn.Embedding, nn.modules.conv._ConvNd, nn.LayerNorm)) and place is not None:
             found.extend(_parameter_weights(module, path, prefix, index, part))
     return found
@@ -114,10 +122,12 @@ def _parameter_weights(module: nn.Module, path: str, prefix: str, index: int | N
         if param.dim() == 3 and min(param.shape) > 1:  # not RWKV's (1, 1, hidden) mixing coefficients
             experts, first, second = param.shape  # (experts, out, in) unless transposed
             shape = (second, first) if transposed else (first, second)
-            found.append(_Weight(f"{path}.{param_name}", "experts", shape, 0, experts, prefix, index, part))
+            found.append(_Weight(f"{path}.{param_name}", "experts", shape, 0, experts, prefix, index, part,
+                                 ((id(param), param.numel()),)))
         elif param.dim() == 2 and param_name == "weight":
             out_features, in_features = param.shape
-            found.append(_Weight(f"{path}.{param_name}", "param", (out_features, in_features), 0, 1, prefix, index, part))
+            found.append(_Weight(f"{path}.{param_name}", "param", (out_features, in_features), 0, 1, prefix, index, part,
+                                 ((id(param), param.numel()),)))
     return found
 
 
@@ -144,18 +154,15 @@ def _short_tags(paths: list[str]) -> dict[str, str]:
 PART_ORDER = (LANGUAGE_MODEL, HEAD, "projector", "vision tower", "audio tower")
 
 
-def module_rows(model: nn.Module, dims: Dimensions, output_head: bool = False) -> tuple[ModuleRow, ...]:
-    """The module table: one row per module type and shape, measured, and derived from the config where a rule says how.
-
-    With ``output_head``, the output head (lm_head) alone instead: a user's scenario
-    may name it, and PEFT's name matching reaches it wherever another module shares its name.
+def module_rows(weights: list[_Weight], dims: Dimensions) -> tuple[ModuleRow, ...]:
+    """The rows of these weights: one per module type and shape, measured, and derived from the config where a rule says how.
 
     A row holds the weights of one name (inside the repeated blocks, the name
     within a block) and one shape in one part of the model; a module type whose
     layers differ in shape is several rows with the same tag.
     """
     groups: dict[tuple[str, str, str, tuple[int, int], str, int], list[_Weight]] = defaultdict(list)
-    for weight in _weights(model, output_head):
+    for weight in weights:
         groups[(weight.part, weight.prefix, weight.path, weight.shape, weight.kind, weight.experts)].append(weight)
     tags = _short_tags(sorted({_tag_path(weights[0]) for weights in groups.values()}))
     blocks: dict[str, int] = defaultdict(int)  # the measured number of blocks under each layer prefix
@@ -221,22 +228,15 @@ def _group(role: str, path: str) -> str:
     return group
 
 
-def adaptable_params(model: nn.Module) -> int:
-    """The module table's weights and biases, each tensor once (Zamba2's shared block reuses one in several layers)."""
-    seen: dict[int, int] = {}
-    for weight in _weights(model):
-        module = model.get_submodule(weight.module_path if weight.prefix == "" else
-                                     f"{weight.prefix}.{weight.index}.{weight.module_path}")
-        for name, param in module.named_parameters(recurse=False):
-            if weight.kind in ("linear", "conv1d") or weight.path.endswith("." + name):
-                seen[id(param)] = param.numel()
-    return sum(seen.values())
+def adaptable_params(weights: list[_Weight]) -> int:
+    """These weights and their biases, each tensor once (Zamba2's shared block reuses one in several layers)."""
+    return sum(dict(tensor for weight in weights for tensor in weight.tensors).values())
 
 
 def model_info(
-    model: PreTrainedModel, model_id: str, source: str, rows: tuple[ModuleRow, ...], dims: Dimensions
+    model: PreTrainedModel, model_id: str, source: str, weights: list[_Weight], dims: Dimensions
 ) -> ModelInfo:
-    """The model card, with tied weights counted once."""
+    """The model card, with tied weights counted once; ``weights`` are the module table's."""
     config = model.config
     return ModelInfo(
         id=model_id,
@@ -244,7 +244,7 @@ def model_info(
         architecture=type(model).__name__,
         model_type=str(config.model_type),
         total_params=parameter_count(model),
-        linear_params=adaptable_params(model),
+        linear_params=adaptable_params(weights),
         tied_embeddings=embeddings_tied(model),
         dimensions=dims,
     )
@@ -292,15 +292,17 @@ class Analysis:
 def analyse(built: Built, extra: tuple[Scenario, ...] = (), variants: Iterable[Variant] = ()) -> Analysis:
     """The module table, model card and scenarios of a built model (ReportgenError if nothing is adaptable)."""
     model, resolved = built.model, built.resolved
-    rows = module_rows(model, built.dims)
+    weights = _weights(model)
+    table = [weight for weight in weights if weight.part != OUTPUT_HEAD]
+    rows = module_rows(table, built.dims)
     if not rows:
-        raise ReportgenError(f"{resolved.id} has no Linear, Conv1D or expert layer in its blocks")
-    info = model_info(model, resolved.id, resolved.source, rows, built.dims)
-    info = dataclasses.replace(info, build_note=built.note)
+        raise ReportgenError(f"{resolved.id} has no Linear, Conv1D or expert weight to adapt")
+    info = dataclasses.replace(model_info(model, resolved.id, resolved.source, table, built.dims),
+                               build_note=built.note)
     return Analysis(
         info=info,
         rows=rows,
-        reachable=rows + module_rows(model, built.dims, output_head=True),
+        reachable=rows + module_rows([weight for weight in weights if weight.part == OUTPUT_HEAD], built.dims),
         scenarios=default_scenarios(rows, extra),
         facts=model_facts(model, info.total_params, variants),
         printout=repr(model),

@@ -277,21 +277,17 @@ def headline_rank(a: MemoryAssumptions, ranks: tuple[int, ...]) -> int | None:
 
 def memory_rows(info: ModelInfo, rows: tuple[ModuleRow, ...], cells: tuple[Cell, ...], shape: MemoryShape,
                 a: MemoryAssumptions, ranks: tuple[int, ...],
-                adapted: Sequence[tuple[ModuleRow, ...]] | None = None) -> tuple[MemoryRow, ...]:
+                adapted: Sequence[tuple[ModuleRow, ...]]) -> tuple[MemoryRow, ...]:
     """Full fine-tuning, then lora and qlora at every counted (scenario, rank) cell.
 
-    ``adapted`` is each cell's adapted rows, from its plan (the count stage's); without it
-    the rows are looked up by the cell's target names, which holds for one tower and plain names.
+    ``adapted`` is each cell's adapted rows, in the order of cells: its plan's (the count stage's).
     """
     rank = headline_rank(a, ranks)
-    by_target = {row.peft_target: row for row in rows}
-    planned = dict(zip(cells, adapted)) if adapted is not None else {}
     result = [full_row(info, shape, a)]
     for method in ("lora", "qlora"):
-        for cell in cells:
+        for cell, chosen in zip(cells, adapted):
             if cell.method != "lora" or (cell.peft_trainable is None and cell.formula_trainable is None):
                 continue
-            chosen = planned.get(cell) or tuple(by_target[target] for target in cell.targets if target in by_target)
             headline = (cell.scenario, cell.rank) == (a.scenario, rank)
             result.append(adapter_row(method, cell, chosen, info, rows, shape, a, headline))
     return tuple(result)

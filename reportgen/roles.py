@@ -70,7 +70,7 @@ def _first(config: Any, *names: str) -> int | None:
     for name in names:
         try:
             value = getattr(config, name, None)
-        except Exception:  # transformers raises on a per-layer attribute read globally (Gemma-4, Dots3)
+        except RuntimeError:  # AmbiguousGlobalPerLayerAttributeError: a per-layer attribute read globally (Gemma-4)
             continue
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
@@ -82,7 +82,7 @@ def _per_layer(config: Any, *names: str) -> bool:
     for name in names:
         try:
             value = getattr(config, name, None)
-        except Exception:  # transformers' AmbiguousGlobalPerLayerAttributeError
+        except RuntimeError:  # transformers' AmbiguousGlobalPerLayerAttributeError
             return True
         if value is not None and not isinstance(value, int):
             return True
@@ -91,10 +91,7 @@ def _per_layer(config: Any, *names: str) -> bool:
 
 def text_config(config: Any) -> Any:
     """The language model's config: the config itself, or its text part on a composite model."""
-    try:
-        return config.get_text_config(decoder=True)
-    except Exception:  # a config without the method, or one whose sub-config cannot be built
-        return config
+    return config.get_text_config(decoder=True)
 
 
 def dimensions(config: Any) -> Dimensions:

@@ -10,7 +10,6 @@ user would bring it.
 from __future__ import annotations
 
 import json
-import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,12 +43,12 @@ def causal_lm_types() -> dict[str, str]:
 def write_zoo(folder: Path, model_types: list[str] | None = None) -> list[ZooEntry]:
     """Write each model type's default config to folder/<type>/config.json (all of the mapping's by default)."""
     from transformers import AutoConfig
+    from transformers.utils import logging as transformers_logging
 
     mapping = causal_lm_types()
     entries: list[ZooEntry] = []
-    quiet = logging.getLogger("transformers")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # default configs warn about their own special tokens
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # default configs warn about their tokens
     try:
         for model_type in model_types if model_types is not None else list(mapping):
             architecture = mapping[model_type]
@@ -66,7 +65,7 @@ def write_zoo(folder: Path, model_types: list[str] | None = None) -> list[ZooEnt
             path.write_text(json.dumps(config, indent=1, sort_keys=True, default=str), encoding="utf-8")
             entries.append(ZooEntry(model_type, architecture, path))
     finally:
-        quiet.setLevel(level)
+        transformers_logging.set_verbosity(verbosity)
     return entries
 
 

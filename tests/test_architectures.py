@@ -81,21 +81,17 @@ def test_mixtral_all_linear_includes_experts_like_peft() -> None:
 @pytest.mark.parametrize("model_id", catalog_ids())
 def test_every_bundled_config_every_method(model_id: str) -> None:
     # The seed scenarios under every built-in method at odd and even ranks, on one meta model per config.
-    from reportgen.analyse import model_info, module_rows
+    from reportgen.analyse import analyse
+    from reportgen.build import build
     from reportgen.data import SEED_SCENARIOS
-    from reportgen.build import build_meta_model, load_config
-    from reportgen.analyse import model_facts
     from reportgen.methods import formula_cell
     from reportgen.peft_count import count_cell
     from reportgen.resolve import resolve
-    from reportgen.roles import dimensions
 
-    config = load_config(resolve(ModelSpec(text=model_id, origin="test")))
-    model = build_meta_model(config)
-    rows = module_rows(model, dimensions(config))
-    info = model_info(model, model_id, "test", rows, dimensions(config))
     variants = tuple(BUILTIN_VARIANTS.values())
-    facts = model_facts(model, info.total_params, variants)
+    built = build(resolve(ModelSpec(text=model_id, origin="test")))
+    analysis = analyse(built, variants=variants)
+    model, rows, facts = built.model, analysis.reachable, analysis.facts
     counted = 0
     for variant in variants:
         for scenario in SEED_SCENARIOS:

@@ -7,6 +7,7 @@ same meta model; none is taken from reportgen's output.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -18,9 +19,12 @@ from accelerate.utils import CustomDtype, compute_module_sizes
 from accelerate.utils.modeling import compute_module_total_buffer_size
 from torch import nn
 
-from reportgen.build import build_meta_model, load_config
+from reportgen.build import Built, build, build_meta_model, load_config
 from reportgen.data import MemoryAssumptions, MemoryRow, ModelReport
-from reportgen.memory import memory_rows, memory_shape
+from reportgen.analyse import Analysis, analyse
+from reportgen.memory import estimate
+from reportgen.peft_count import Counted, count
+from reportgen.variants import DEFAULT_VARIANTS
 from reportgen.pipeline import Study, analyse_spec
 from reportgen.resolve import ModelSpec, resolve
 from tests.families import study_report, tiny_config
@@ -54,11 +58,18 @@ def headline(report: ModelReport, method: str) -> MemoryRow:
     return row
 
 
+@functools.lru_cache(maxsize=1)
+def stages(model_id: str, ranks: tuple[int, ...]) -> tuple[Built, Analysis, Counted]:
+    """The build, analysis and counts of one model, once: the estimate is then redone under other assumptions."""
+    built = build(resolve(ModelSpec(model_id, "test")))
+    analysis = analyse(built)
+    return built, analysis, count(built, analysis, ranks, DEFAULT_VARIANTS)
+
+
 def rows_with(report: ModelReport, assumptions: MemoryAssumptions) -> dict[str, MemoryRow]:
-    """The headline rows of the same counted cells under other assumptions (no PEFT re-run)."""
-    config = load_config(resolve(ModelSpec(report.model.id, "test")))
-    shape = memory_shape(report.model.dimensions, report.modules, config)
-    rows = memory_rows(report.model, report.modules, report.cells, shape, assumptions, report.ranks)
+    """The headline rows of the same counted cells under other assumptions (PEFT counts once)."""
+    built, analysis, counted = stages(report.model.id, report.ranks)
+    rows = estimate(analysis, counted, built.config, assumptions, report.ranks)
     return {row.method: row for row in rows if row.headline}
 
 

@@ -14,10 +14,9 @@ from importlib import resources
 import pytest
 import torch
 
-from reportgen.analyse import module_rows
-from reportgen.build import build_meta_model, load_config
+from reportgen.analyse import analyse
+from reportgen.build import build, build_meta_model, load_config
 from reportgen.resolve import ModelSpec, catalog_ids, resolve
-from reportgen.roles import dimensions
 
 
 def _published_rows() -> dict[str, tuple[int, str]]:
@@ -59,6 +58,6 @@ def test_meta_build_gives_the_published_total(model_id: str) -> None:
     model = build_meta_model(config)
     assert all(p.device == torch.device("meta") for p in model.parameters()), "no weight may be materialised"
     assert sum(p.numel() for p in model.parameters()) == PUBLISHED_TOTALS[model_id]
-    rows = module_rows(model, dimensions(config))
+    rows = analyse(build(resolved)).rows
     disagreeing = [row.tag for row in rows if row.agrees is False]
     assert disagreeing == [], f"config-derived shapes disagree for {disagreeing}"

@@ -25,8 +25,8 @@ def test_the_zoo_covers_the_whole_causal_lm_mapping(tmp_path: Path) -> None:
     entries = write_zoo(tmp_path, ["llama", "gpt2", "mamba"])
     assert [entry.model_type for entry in entries] == ["llama", "gpt2", "mamba"]
     assert all(entry.path is not None and entry.path.is_file() for entry in entries)
-    assert entries[0].architecture == MODEL_FOR_CAUSAL_LM_MAPPING_NAMES["llama"] == "LlamaForCausalLM"
-    assert set(causal_lm_types()) == set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+    assert [entry.architecture for entry in entries] == ["LlamaForCausalLM", "GPT2LMHeadModel", "MambaForCausalLM"]
+    assert len(causal_lm_types()) == len(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) > 180  # the pinned transformers: 189
 
 
 @pytest.mark.slow
