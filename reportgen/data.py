@@ -251,6 +251,7 @@ class ModelReport:
     memory_assumptions: tuple[Assumption, ...] = ()
     methods: tuple[str, ...] = ("lora",)
     explanation: tuple[CountLine, ...] = ()
+    warnings: tuple[str, ...] = ()  # what libraries warned or printed while this model was built and counted
 
     @property
     def all_confirmed(self) -> bool:

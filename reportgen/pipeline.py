@@ -64,7 +64,19 @@ def environment() -> Environment:
 
 
 def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | None = None) -> ModelReport:
-    """The whole report of one model line (raises ReportgenError for input the user can fix)."""
+    """The whole report of one model line (raises ReportgenError for input the user can fix).
+
+    What libraries warn or print meanwhile goes into the report's ``warnings``, never to the terminal.
+    """
+    from .quiet import captured
+
+    with captured() as library_warnings:
+        report = _analyse_stages(spec, slug, study, progress)
+    return dataclasses.replace(report, warnings=tuple(library_warnings))
+
+
+def _analyse_stages(spec: ModelSpec, slug: str, study: Study, progress: Progress | None) -> ModelReport:
+    """Resolve, build, analyse, count, estimate and (with the study's merge check) merge one model."""
     # Imported here so that `reportgen --help` and usage errors never pay for torch.
     from .analyse import analyse
     from .build import build
@@ -156,7 +168,12 @@ def run(
         progress.on_stage(specs[0].text, "loading torch, transformers and peft")
         with _stage("all models", "loading torch, transformers and peft"):
             # Loaded once here: the first model's time is then its own, and forked workers start warm.
-            from . import peft_count  # noqa: F401
+            from .quiet import captured
+
+            with captured() as said:
+                from . import peft_count  # noqa: F401
+            for message in said:
+                log.info("while loading the libraries: %s", message)
     if jobs > 1 and len(specs) > 1:
         jobs = min(jobs, len(specs))
         outcomes = _run_parallel(specs, slugs, dataclasses.replace(study, jobs=jobs), progress, jobs, finish)
