@@ -108,6 +108,21 @@ def memory_options(func: Any) -> Any:
     return wrapper
 
 
+def cache_options(func: Any) -> Any:
+    """Where the result cache lives, and the switch that bypasses it."""
+    options = [
+        click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+                     envvar="REPORTGEN_CACHE_DIR", show_envvar=True,
+                     help="The result cache [default: $XDG_CACHE_HOME/reportgen, else ~/.cache/reportgen]; "
+                          "never inside the output folder."),
+        click.option("--no-cache", is_flag=True,
+                     help="Recompute every model, and leave the cache as it is."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def _study_matrix(ranks: tuple[int, ...], methods: str | None, matrix_file: Path | None,
                   scenarios: tuple[Scenario, ...]) -> dict[str, Any]:
     """Study keyword arguments from the matrix file (or the default matrix) and the command-line overrides."""
@@ -156,15 +171,21 @@ def cli() -> None:
 @click.option("--no-merge-check", is_flag=True, help="Skip the merge_and_unload check on real tensors.")
 @jobs_option
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-@click.option("-v", "--verbose", is_flag=True, help="Log the time of each stage of each model.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Log the time of each stage of each model, and why each model was recomputed.")
+@cache_options
 def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tuple[Scenario, ...],
            methods: str | None, matrix_file: Path | None, trust_remote_code: bool, memory: MemoryAssumptions,
            device: str, merge_budget: float | None, no_merge_check: bool, jobs: int, quiet: bool,
-           verbose: bool) -> None:
+           verbose: bool, cache_dir: Path | None, no_cache: bool) -> None:
     """Write the report site (HTML, Markdown, JSON, charts) for every model in a models file.
 
     Exit status: 0 when every model succeeded, 1 when any failed (the others are
     still written and the index lists the failure), 2 for a usage error.
+
+    A model whose config, study, options, library versions and reportgen itself
+    are unchanged since a run is served from the result cache (--cache-dir) and
+    its pages are not rendered again; --no-cache recomputes everything.
 
     \b
     Example:
@@ -172,10 +193,12 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
             --scenario attn_mlp=q_proj,v_proj,down_proj
     """
     from .output import remove_stale_temporaries
-    from .pipeline import Study, run
+    from .cache import ResultCache, check_cache_dir, default_cache_dir
+    from .pipeline import Study
     from .progress import configure_logging, printable, showing, summary_table
-    from .render.site import write_index, write_model
+    from .render.site import write_index
     from .resolve import read_models_file
+    from .reuse import run_with_cache
 
     configure_logging(sys.stderr, quiet, verbose)
     with _click_errors():  # every usage error before any work
@@ -189,15 +212,20 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
         study = Study(merge_check=not no_merge_check, device=device, trust_remote_code=trust_remote_code,
                       memory=memory, merge_budget=merge_budget,
                       **_study_matrix(ranks, methods, matrix_file, scenarios))
+        cache = None if no_cache else ResultCache(cache_dir or default_cache_dir())
+        if cache is not None:
+            check_cache_dir(cache.root, out)
     with _interruptible(out), _click_errors(out):
         remove_stale_temporaries(out, older_than=time.time())
         with showing(len(specs), sys.stderr, enabled=not quiet and sys.stderr.isatty()) as display:
-            # Each model's folder is written by the process that analysed it, as soon as it is done.
-            result = run(specs, study, notes, display.hooks(), jobs=jobs or os.cpu_count() or 1,
-                         finish=functools.partial(write_model, out=out))
+            # Each model's folder is written by the process that analysed it, as soon as it is done
+            # (or from the result cache, when nothing that decides it changed).
+            result, used = run_with_cache(specs, study, notes, display.hooks(), jobs or os.cpu_count() or 1,
+                                          out, cache)
         write_index(result, out)
     if not quiet:
-        click.echo(summary_table(result, display.seconds), nl=False)
+        seconds = {spec.text: display.seconds[spec.text] for spec in specs if spec.text in display.seconds}
+        click.echo(summary_table(result, seconds, set(used.reused)), nl=False)
         click.echo(f"wrote {len(result.reports)} model report(s) to {out}/ (index: {out / 'index.html'})")
     for failure in result.failures:
         click.echo(f"error: {printable(failure.error)}", err=True)
@@ -266,6 +294,47 @@ def inspect(model: str, ranks: tuple[int, ...], scenarios: tuple[Scenario, ...],
                       cell_jobs=jobs or os.cpu_count() or 1, **_study_matrix(ranks, methods, matrix_file, scenarios))
         result = analyse_spec(ModelSpec(text=model, origin="command line"), "inspect", study)
     click.echo(render(result), nl=False)
+
+
+@cli.group()
+def cache() -> None:
+    """The result cache: unchanged models are served from it on the next run.
+
+    \b
+    Example:
+        reportgen cache info
+        reportgen cache clear --cache-dir .reportgen-cache
+    """
+
+
+@cache.command("info")
+@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              envvar="REPORTGEN_CACHE_DIR", show_envvar=True, help="The result cache [default: the user's].")
+def cache_info(cache_dir: Path | None) -> None:
+    """Show where the result cache is, its size and its entries (newest first)."""
+    from .cache import ResultCache, default_cache_dir
+    from .formatting import human_bytes
+    from .progress import printable
+
+    store = ResultCache(cache_dir or default_cache_dir())
+    entries = store.entries()
+    click.echo(f"cache: {store.root}")
+    click.echo(f"size: {human_bytes(store.size())} in {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
+    for entry in entries:
+        click.echo(f"  {entry.created or '-':25}  {human_bytes(entry.size):>9}  merge check: {entry.merge_device:7}  "
+                   f"{printable(entry.model)}")
+
+
+@cache.command("clear")
+@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              envvar="REPORTGEN_CACHE_DIR", show_envvar=True, help="The result cache [default: the user's].")
+def cache_clear(cache_dir: Path | None) -> None:
+    """Remove every entry of the result cache (only the files reportgen wrote there)."""
+    from .cache import ResultCache, default_cache_dir
+
+    store = ResultCache(cache_dir or default_cache_dir())
+    removed = store.clear()
+    click.echo(f"removed {removed} entr{'y' if removed == 1 else 'ies'} from {store.root}")
 
 
 def main() -> None:

@@ -22,18 +22,23 @@ class CodecError(ReportgenError):
     """Stored data that does not fit the dataclass it claims to be."""
 
 
-def encode(value: Any) -> Any:
-    """value as JSON types: a dataclass as an object of all its fields, an enum as its value, tuples as lists."""
+def encode(value: Any, strict: bool = True) -> Any:
+    """value as JSON types: a dataclass as an object of all its fields, an enum as its value, tuples as lists.
+
+    Any other type raises CodecError, or with ``strict=False`` becomes its repr (for hashing, never for reading back).
+    """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: encode(getattr(value, f.name), strict) for f in dataclasses.fields(value)}
     if isinstance(value, enum.Enum):
-        return encode(value.value)
+        return encode(value.value, strict)
     if isinstance(value, (list, tuple)):
-        return [encode(item) for item in value]
+        return [encode(item, strict) for item in value]
     if isinstance(value, dict):
-        return {str(key): encode(item) for key, item in value.items()}
+        return {str(key): encode(item, strict) for key, item in value.items()}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if not strict:
+        return f"{type(value).__name__}:{value!r}"
     raise CodecError(f"cannot encode a {type(value).__name__}")
 
 

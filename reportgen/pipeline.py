@@ -51,6 +51,7 @@ class Progress:
     on_cells: Callable[[int], None] = field(default=lambda total: None)  # cells the current model will count
     on_model_start: Callable[[str], None] = field(default=lambda model: None)
     on_model_end: Callable[[str, bool, float], None] = field(default=lambda model, ok, seconds: None)
+    on_model_reused: Callable[[str, float], None] = field(default=lambda model, seconds: None)  # served from the cache
 
 
 def environment() -> Environment:
@@ -152,6 +153,7 @@ def run(
     progress: Progress | None = None,
     jobs: int = 1,
     finish: Callable[[ModelReport], object] | None = None,
+    slugs: Sequence[str] | None = None,
 ) -> RunResult:
     """Every model's report, in models-file order; a model that fails is kept as a failure, never a crash.
 
@@ -161,9 +163,10 @@ def run(
     ``finish`` is called on each model's report as soon as it is ready, in the
     process that analysed it: the CLI writes the model's pages there, so that
     writing them overlaps the other models' analyses. What it raises is raised here.
+    ``slugs`` are the models' folder names when the caller chose them (a run of part of a models file).
     """
     progress = progress or Progress()
-    slugs = unique_slugs([spec.text for spec in specs])
+    slugs = list(slugs) if slugs is not None else unique_slugs([spec.text for spec in specs])
     if specs:
         progress.on_stage(specs[0].text, "loading torch, transformers and peft")
         with _stage("all models", "loading torch, transformers and peft"):

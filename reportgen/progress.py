@@ -23,6 +23,7 @@ class ProgressDisplay:
 
     def __init__(self, total_models: int, stream: TextIO, enabled: bool) -> None:
         self.seconds: dict[str, float] = {}
+        self.reused: set[str] = set()  # models served from the result cache
         self._model = ""
         options = {"file": stream, "disable": not enabled, "dynamic_ncols": True, "leave": False}
         self._models = tqdm(total=total_models, position=0, bar_format=BAR_FORMAT.format(label="models"), **options)
@@ -36,6 +37,7 @@ class ProgressDisplay:
             on_cells=self._on_cells,
             on_model_start=self._on_model_start,
             on_model_end=self._on_model_end,
+            on_model_reused=self._on_model_reused,
         )
 
     def close(self) -> None:
@@ -62,6 +64,12 @@ class ProgressDisplay:
         self.seconds[model] = seconds
         self._models.update()
 
+    def _on_model_reused(self, model: str, seconds: float) -> None:
+        self.seconds[model] = seconds
+        self.reused.add(model)
+        self._models.set_description_str(f"reused {printable(model)}")
+        self._models.update()
+
 
 @contextlib.contextmanager
 def showing(total_models: int, stream: TextIO, enabled: bool) -> Iterator[ProgressDisplay]:
@@ -86,8 +94,12 @@ def configure_logging(stream: TextIO, quiet: bool, verbose: bool) -> None:
     logger.propagate = False
 
 
-def summary_rows(result: RunResult, seconds: dict[str, float]) -> list[dict[str, str]]:
-    """One row per model: total params, cells, checks passed, time; in the order the run met them."""
+def summary_rows(result: RunResult, seconds: dict[str, float], reused: set[str] | None = None) -> list[dict[str, str]]:
+    """One row per model: total params, cells, checks passed, time; in the order the run met them.
+
+    With ``reused`` (the models served from the result cache, when any was) a last column says
+    which were reused and which recomputed.
+    """
     rows: dict[str, dict[str, str]] = {}
     for report in result.reports:
         passed, run = report.checks
@@ -98,18 +110,20 @@ def summary_rows(result: RunResult, seconds: dict[str, float]) -> list[dict[str,
             "checks passed": f"{passed}/{run}",
             "time": _seconds(seconds, report.model.id),
         }
+        if reused:
+            rows[report.model.id]["cache"] = "reused" if report.model.id in reused else "recomputed"
     for failure in result.failures:
         rows[failure.id] = {
             "model": failure.id, "total params": "-", "cells": "-", "checks passed": "failed",
             "time": _seconds(seconds, failure.id),
-        }
+        } | ({"cache": "recomputed"} if reused else {})
     order = {model: index for index, model in enumerate(seconds)}
     return sorted(rows.values(), key=lambda row: order.get(row["model"], len(order)))
 
 
-def summary_table(result: RunResult, seconds: dict[str, float]) -> str:
+def summary_table(result: RunResult, seconds: dict[str, float], reused: set[str] | None = None) -> str:
     """The closing table, as aligned text."""
-    rows = summary_rows(result, seconds)
+    rows = summary_rows(result, seconds, reused)
     if not rows:
         return ""
     columns = list(rows[0])
