@@ -90,9 +90,9 @@ def fingerprint(templates: Path | None = None) -> Fingerprint:
     return Fingerprint(_digest(versions), code_hash(templates))
 
 
-def code_hash(templates: Path | None = None) -> str:
+def code_hash(templates: Path | None = None, package: Path | None = None) -> str:
     """SHA-256 over every file of the reportgen package and of its templates folder, path by path."""
-    package = Path(__file__).resolve().parent
+    package = package or Path(__file__).resolve().parent
     if templates is None:
         templates = package.parent / "templates"  # render/jinja.py's TEMPLATES, without importing jinja2
     sha = hashlib.sha256()

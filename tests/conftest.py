@@ -46,6 +46,14 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", _local_only)
 
 
+@pytest.fixture(autouse=True)
+def result_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test its own empty result cache (never the user's): REPORTGEN_CACHE_DIR, returned."""
+    folder = tmp_path_factory.mktemp("result-cache")
+    monkeypatch.setenv("REPORTGEN_CACHE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
 def write_config(tmp_path: Path) -> Callable[..., Path]:
     """Write tmp_path/NAME/config.json and return that folder.
