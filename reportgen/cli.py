@@ -203,7 +203,7 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
     configure_logging(sys.stderr, quiet, verbose)
     with _click_errors():  # every usage error before any work
         specs, notes = read_models_file(models_file)
-        for note in notes:
+        for note in notes if not quiet else ():
             click.echo(f"note: {printable(note)}", err=True)
         if device == "cuda" and not no_merge_check:
             from .merge import select_device
