@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ FORMAT = "reportgen-result-cache"
 VERSION = 1  # of the entry layout; a new layout lives in its own folder and never reads an old one
 LAYOUT = f"v{VERSION}"
 ENV_VAR = "REPORTGEN_CACHE_DIR"
+KEEP = 8  # entries kept per model line (other studies, other options, other versions)
 # The installed packages whose version can change a report's numbers or bytes.
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "huggingface_hub", "safetensors", "numpy",
              "matplotlib", "jinja2", "markupsafe")
@@ -195,7 +197,19 @@ class ResultCache:
         entry = {"format": FORMAT, "version": VERSION, "sha256": _digest(body), **body}
         self._mark()
         write_file(self.layout, self._entry(key), json.dumps(entry, ensure_ascii=False))
-        write_file(self.layout, self._latest(model), json.dumps({"model": model, "parts": dict(key.parts)}))
+        recent = [key.digest, *(d for d in self._recent(model) if d != key.digest)]
+        write_file(self.layout, self._latest(model),
+                   json.dumps({"model": model, "parts": dict(key.parts), "recent": recent[:KEEP]}))
+        for digest in recent[KEEP:]:  # a model line keeps its KEEP newest entries: the cache does not grow forever
+            (self.layout / "entries" / digest[:2] / f"{digest}.json").unlink(missing_ok=True)
+
+    def _recent(self, model: str) -> list[str]:
+        """The digests of this model line's newest entries, newest first."""
+        try:
+            data = json.loads((self.layout / self._latest(model)).read_text(encoding="utf-8"))
+            return [str(d) for d in data["recent"] if re.fullmatch(r"[0-9a-f]{64}", str(d))]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
 
     def previous_parts(self, model: str) -> dict[str, str]:
         """The key parts of the last entry stored for this model line ({} when none)."""

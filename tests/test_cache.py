@@ -278,3 +278,19 @@ def test_a_fully_cached_run_imports_neither_torch_transformers_nor_peft(
 
     assert loaded() == list(HEAVY)  # cold: every model analysed
     assert loaded() == []  # warm: every model served from the cache
+
+
+def test_a_model_line_keeps_its_newest_entries_only(tmp_path: Path, write_config: Callable[..., Path]) -> None:
+    """Every study tried on a model stays until KEEP newer ones replace it: the cache does not grow forever."""
+    from reportgen.cache import KEEP, CacheKey
+    from reportgen.pipeline import Study, analyse_spec
+    from reportgen.resolve import ModelSpec
+
+    report = analyse_spec(ModelSpec(str(write_config("llama")), "test"), "m", Study(merge_check=False, ranks=(4,)))
+    store = ResultCache(tmp_path / "cache")
+    keys = [CacheKey((("model", "m"), ("ranks", str(n)))) for n in range(KEEP + 3)]
+    for n, key in enumerate(keys):
+        store.store(key, "m", report, [("m/report.json", "{}")], f"2026-01-01T00:00:{n:02d}")
+    assert len(entries(tmp_path / "cache")) == KEEP
+    assert [store.load(key) is not None for key in keys] == [False] * 3 + [True] * KEEP
+    assert store.load(keys[-1]) == cache_module.CachedModel(report, (("m/report.json", "{}"),))

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "peft")
 RENDERERS = ("jsonreport", "markdown", "html", "site", "charts", "view", "terminal", "compare", "diagram", "jinja")
 TORCH_FREE = ["reportgen.render", *(f"reportgen.render.{name}" for name in RENDERERS),
-              "reportgen.matrix", "reportgen.variants"]
+              "reportgen.matrix", "reportgen.variants",
+              "reportgen.cache", "reportgen.codec", "reportgen.quiet", "reportgen.reuse"]  # the cached path
 
 
 def heavy_modules_after_importing(module: str) -> list[str]:
