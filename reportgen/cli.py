@@ -108,13 +108,16 @@ def memory_options(func: Any) -> Any:
     return wrapper
 
 
+cache_dir_option = click.option(
+    "--cache-dir", type=click.Path(path_type=Path, file_okay=False), default=None, envvar="REPORTGEN_CACHE_DIR",
+    show_envvar=True, help="The result cache [default: $XDG_CACHE_HOME/reportgen, else ~/.cache/reportgen]; "
+                           "never inside the output folder.")
+
+
 def cache_options(func: Any) -> Any:
     """Where the result cache lives, and the switch that bypasses it."""
     options = [
-        click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-                     envvar="REPORTGEN_CACHE_DIR", show_envvar=True,
-                     help="The result cache [default: $XDG_CACHE_HOME/reportgen, else ~/.cache/reportgen]; "
-                          "never inside the output folder."),
+        cache_dir_option,
         click.option("--no-cache", is_flag=True,
                      help="Recompute every model, and leave the cache as it is."),
     ]
@@ -192,8 +195,8 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
         reportgen report --models models.txt --out reports --ranks 4,8,16,64 \\
             --scenario attn_mlp=q_proj,v_proj,down_proj
     """
-    from .output import remove_stale_temporaries
     from .cache import ResultCache, check_cache_dir, default_cache_dir
+    from .output import remove_stale_temporaries
     from .pipeline import Study
     from .progress import configure_logging, printable, showing, summary_table
     from .render.site import write_index
@@ -308,8 +311,7 @@ def cache() -> None:
 
 
 @cache.command("info")
-@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              envvar="REPORTGEN_CACHE_DIR", show_envvar=True, help="The result cache [default: the user's].")
+@cache_dir_option
 def cache_info(cache_dir: Path | None) -> None:
     """Show where the result cache is, its size and its entries (newest first)."""
     from .cache import ResultCache, default_cache_dir
@@ -326,8 +328,7 @@ def cache_info(cache_dir: Path | None) -> None:
 
 
 @cache.command("clear")
-@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              envvar="REPORTGEN_CACHE_DIR", show_envvar=True, help="The result cache [default: the user's].")
+@cache_dir_option
 def cache_clear(cache_dir: Path | None) -> None:
     """Remove every entry of the result cache (only the files reportgen wrote there)."""
     from .cache import ResultCache, default_cache_dir
