@@ -334,3 +334,30 @@ def test_a_run_killed_at_any_moment_leaves_a_consistent_folder_and_the_next_run_
             assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".reportgen.lock"]
     finally:
         harness.close()
+
+
+def test_without_an_atomic_exchange_the_old_folder_is_set_aside_and_replaced_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where renameat2 is missing (macOS, Windows, old kernels): the same result, through a set-aside folder."""
+    from reportgen import folder
+
+    out = tmp_path / "out"
+    assert folder.put_folder(out, "m", [("report.json", "{}"), ("old.svg", "<svg/>")], None) == [
+        "m/report.json", "m/old.svg"]
+    (out / "m" / "mine.txt").write_text("the user's")
+    monkeypatch.setattr(folder, "_exchange", lambda first, second: False)
+    renames: list[str] = []
+    rename = os.rename
+
+    def logged(source: Any, target: Any) -> None:
+        renames.append(f"{Path(source).name} -> {Path(target).name}")
+        rename(source, target)
+
+    monkeypatch.setattr(folder.os, "rename", logged)
+    folder.put_folder(out, "m", [("report.json", '{"new": 1}')], frozenset({"report.json", "old.svg"}))
+    assert sorted(p.name for p in (out / "m").iterdir()) == ["mine.txt", "report.json"]
+    assert (out / "m" / "report.json").read_text() == '{"new": 1}'
+    assert (out / "m" / "mine.txt").read_text() == "the user's"
+    assert renames[0] == "m -> .reportgen-aside-m" and renames[1].endswith(" -> m")
+    assert sorted(p.name for p in out.iterdir()) == ["m"]
