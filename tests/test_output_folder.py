@@ -354,7 +354,7 @@ def test_without_an_atomic_exchange_the_old_folder_is_set_aside_and_replaced_who
         renames.append(f"{Path(source).name} -> {Path(target).name}")
         rename(source, target)
 
-    monkeypatch.setattr(folder.os, "rename", logged)
+    monkeypatch.setattr(os, "rename", logged)
     folder.put_folder(out, "m", [("report.json", '{"new": 1}')], frozenset({"report.json", "old.svg"}))
     assert sorted(p.name for p in (out / "m").iterdir()) == ["mine.txt", "report.json"]
     assert (out / "m" / "report.json").read_text() == '{"new": 1}'
