@@ -204,10 +204,14 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
             # Each model's folder is written by the process that analysed it, as soon as it is done.
             result = run(specs, study, notes, display.hooks(), jobs=jobs or os.cpu_count() or 1,
                          finish=functools.partial(write_model, out=out, owned=before))
-        index_last(out, before, result.files, functools.partial(write_index, result, out))
+        removed = index_last(out, before, result.files, functools.partial(write_index, result, out))
     if not quiet:
         click.echo(summary_table(result, display.seconds), nl=False)
         click.echo(f"wrote {len(result.reports)} model report(s) to {out}/ (index: {out / 'index.html'})")
+        dropped = sorted({relative.partition("/")[0] for relative in removed if "/" in relative})
+        if dropped:
+            click.echo(f"removed the reports of {len(dropped)} model folder(s) not in this run's reports: "
+                       f"{', '.join(map(printable, dropped))}")
     for failure in result.failures:
         click.echo(f"error: {printable(failure.error)}", err=True)
     sys.exit(0 if result.ok else 1)

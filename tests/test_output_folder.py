@@ -160,7 +160,10 @@ def test_a_dropped_model_loses_its_folder_but_never_a_file_reportgen_did_not_wri
     index["files"] += ["../outside.txt", "/etc/hostname", ".reportgen.lock"]  # a crafted manifest names nothing else
     (out / "index.json").write_text(json.dumps(index))
 
-    assert run_cli.report(tmp_path, [two], "--no-merge-check").exit_code == 0
+    result = run_cli.report(tmp_path, [two], "--no-merge-check")
+    assert result.exit_code == 0
+    assert result.stdout.endswith("removed the reports of 2 model folder(s) not in this run's reports: "
+                                  f"{', '.join(sorted([slugs[str(one)], slugs[str(three)]]))}\n")
     assert [model["id"] for model in run_cli.index(out)["models"]] == [str(two)]
     assert sorted(p.name for p in (out / slugs[str(one)]).iterdir()) == ["mine.txt"]
     assert not (out / slugs[str(three)]).exists()
