@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from .data import BASE_DTYPES, OPTIMIZERS, SEED_SCENARIOS, MemoryAssumptions, Scenario
-from .errors import ReportgenError, UsageError
+from .errors import OutputBusy, ReportgenError, UsageError
 
 RANK = re.compile(r"^[0-9]+$")  # ASCII digits only: str.isdigit() also accepts "²"
 SCENARIO = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)=(?P<targets>[^=]+)$")
@@ -173,18 +173,26 @@ def cli() -> None:
                    "A model over it is checked as a replica with fewer layers, or skipped when even that is over.")
 @click.option("--no-merge-check", is_flag=True, help="Skip the merge_and_unload check on real tensors.")
 @jobs_option
+@click.option("--wait", is_flag=True,
+              help="If another reportgen run is writing to --out, wait for it to end instead of exiting with status 3.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("-v", "--verbose", is_flag=True,
               help="Log the time of each stage of each model, and why each model was recomputed.")
 @cache_options
 def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tuple[Scenario, ...],
            methods: str | None, matrix_file: Path | None, trust_remote_code: bool, memory: MemoryAssumptions,
-           device: str, merge_budget: float | None, no_merge_check: bool, jobs: int, quiet: bool,
+           device: str, merge_budget: float | None, no_merge_check: bool, jobs: int, wait: bool, quiet: bool,
            verbose: bool, cache_dir: Path | None, no_cache: bool) -> None:
     """Write the report site (HTML, Markdown, JSON, charts) for every model in a models file.
 
+    The output folder always holds one run: one run writes there at a time,
+    each model's folder is replaced whole, the index is written last, and the
+    folders and files of models no longer in the models file are removed
+    (only files reportgen wrote; your own files there are kept).
+
     Exit status: 0 when every model succeeded, 1 when any failed (the others are
-    still written and the index lists the failure), 2 for a usage error.
+    still written and the index lists the failure), 2 for a usage error, 3 when
+    another run is writing to the output folder (see --wait).
 
     A model whose config, study, options, library versions and reportgen itself
     are unchanged since a run is served from the result cache (--cache-dir) and
@@ -196,7 +204,7 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
             --scenario attn_mlp=q_proj,v_proj,down_proj
     """
     from .cache import ResultCache, check_cache_dir, default_cache_dir
-    from .output import remove_stale_temporaries
+    from .folder import FolderLock, index_last, read_manifest, repair
     from .pipeline import Study
     from .progress import configure_logging, printable, showing, summary_table
     from .render.site import write_index
@@ -206,8 +214,8 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
     configure_logging(sys.stderr, quiet, verbose)
     with _click_errors():  # every usage error before any work
         specs, notes = read_models_file(models_file)
-        for note in notes if not quiet else ():
-            click.echo(f"note: {printable(note)}", err=True)
+        for line in notes:
+            _note(line, quiet)
         if device == "cuda" and not no_merge_check:
             from .merge import select_device
 
@@ -218,21 +226,40 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
         cache = None if no_cache else ResultCache(cache_dir or default_cache_dir())
         if cache is not None:
             check_cache_dir(cache.root, out)
-    with _interruptible(out), _click_errors(out):
-        remove_stale_temporaries(out, older_than=time.time())
+    with _interruptible(out), _click_errors(out), FolderLock(out, wait, functools.partial(_note, quiet=quiet)) as lock:
+        repair(out)  # what a dead run left half-done, before anything is written
+        before = read_manifest(out, lock.dead_run_files)
         with showing(len(specs), sys.stderr, enabled=not quiet and sys.stderr.isatty()) as display:
             # Each model's folder is written by the process that analysed it, as soon as it is done
             # (or from the result cache, when nothing that decides it changed).
             result, used = run_with_cache(specs, study, notes, display.hooks(), jobs or os.cpu_count() or 1,
-                                          out, cache)
-        write_index(result, out)
+                                          out, before, cache)
+        removed = index_last(out, before, result.files, functools.partial(write_index, result, out))
     if not quiet:
         seconds = {spec.text: display.seconds[spec.text] for spec in specs if spec.text in display.seconds}
         click.echo(summary_table(result, seconds, set(used.reused)), nl=False)
         click.echo(f"wrote {len(result.reports)} model report(s) to {out}/ (index: {out / 'index.html'})")
+        dropped = sorted({relative.partition("/")[0] for relative in removed if "/" in relative})
+        if dropped:
+            click.echo(f"removed the reports of {len(dropped)} model folder(s) not in this run's reports: "
+                       f"{', '.join(map(printable, dropped))}")
     for failure in result.failures:
         click.echo(f"error: {printable(failure.error)}", err=True)
     sys.exit(0 if result.ok else 1)
+
+
+def _note(line: str, quiet: bool = False) -> None:
+    """A note on standard error, in one printable line."""
+    from .progress import printable
+
+    if not quiet:
+        click.echo(f"note: {printable(line)}", err=True)
+
+
+class _Busy(click.ClickException):
+    """The output folder is another run's (exit status 3)."""
+
+    exit_code = 3
 
 
 @contextlib.contextmanager
@@ -245,6 +272,8 @@ def _click_errors(out: Path | None = None) -> Iterator[None]:
         yield
     except UsageError as exc:
         raise click.UsageError(str(exc)) from None
+    except OutputBusy as exc:
+        raise _Busy(str(exc)) from None
     except ReportgenError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:

@@ -366,6 +366,8 @@ class RunResult:
     ranks: tuple[int, ...]
     environment: Environment
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # The files the run's ``finish`` hook wrote for the reports (relative to the output folder): the manifest's body.
+    files: tuple[str, ...] = field(default=(), metadata={"json": False})
 
     @property
     def ok(self) -> bool:

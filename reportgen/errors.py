@@ -13,6 +13,10 @@ class UsageError(ReportgenError):
     """Bad command-line input, found before any work starts (exit status 2)."""
 
 
+class OutputBusy(ReportgenError):
+    """Another reportgen run holds the output folder's lock (exit status 3)."""
+
+
 class ResolveError(ReportgenError):
     """A line of the models file that cannot be turned into a config."""
 

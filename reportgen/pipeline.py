@@ -152,7 +152,7 @@ def run(
     notes: Sequence[str] = (),
     progress: Progress | None = None,
     jobs: int = 1,
-    finish: Callable[[ModelReport], object] | None = None,
+    finish: Callable[[ModelReport], Sequence[str]] | None = None,
     slugs: Sequence[str] | None = None,
 ) -> RunResult:
     """Every model's report, in models-file order; a model that fails is kept as a failure, never a crash.
@@ -162,7 +162,8 @@ def run(
     A single model's cells are spread over the processes instead.
     ``finish`` is called on each model's report as soon as it is ready, in the
     process that analysed it: the CLI writes the model's pages there, so that
-    writing them overlaps the other models' analyses. What it raises is raised here.
+    writing them overlaps the other models' analyses. What it raises is raised here;
+    the files it returns are the result's ``files``.
     ``slugs`` are the models' folder names when the caller chose them (a run of part of a models file).
     """
     progress = progress or Progress()
@@ -179,24 +180,26 @@ def run(
                 log.info("while loading the libraries: %s", message)
     if jobs > 1 and len(specs) > 1:
         jobs = min(jobs, len(specs))
-        outcomes = _run_parallel(specs, slugs, dataclasses.replace(study, jobs=jobs), progress, jobs, finish)
+        outcomes, files = _run_parallel(specs, slugs, dataclasses.replace(study, jobs=jobs), progress, jobs, finish)
     else:
         if jobs > 1:
             # One model: its cells are counted on that many processes instead. (Forked before this
             # process has run any tensor computation: its own merge check comes after the counts.)
             study = dataclasses.replace(study, cell_jobs=jobs)
-        outcomes = []
+        outcomes, files = [], []
         for spec, slug in zip(specs, slugs):
             progress.on_model_start(spec.text)
-            outcome, seconds = _analyse_one(spec, slug, study, progress, finish)
+            outcome, seconds, written = _analyse_one(spec, slug, study, progress, finish)
             progress.on_model_end(spec.text, isinstance(outcome, ModelReport), seconds)
             outcomes.append(outcome)
+            files += written
     return RunResult(
         reports=tuple(o for o in outcomes if isinstance(o, ModelReport)),
         failures=tuple(o for o in outcomes if isinstance(o, ModelFailure)),
         ranks=study.ranks,
         environment=environment(),
         notes=tuple(notes),
+        files=tuple(files),
     )
 
 
@@ -205,9 +208,9 @@ def _analyse_one(
     slug: str,
     study: Study,
     progress: Progress | None = None,
-    finish: Callable[[ModelReport], object] | None = None,
-) -> tuple[ModelReport | ModelFailure, float]:
-    """One model's report, or its failure line, and the seconds its analysis took; then ``finish`` on a report.
+    finish: Callable[[ModelReport], Sequence[str]] | None = None,
+) -> tuple[ModelReport | ModelFailure, float, Sequence[str]]:
+    """One model's report, or its failure line, the seconds its analysis took, and what ``finish`` on a report wrote.
 
     Only ``finish`` may raise: a model's own problem is its failure line, never an exception.
     """
@@ -223,12 +226,13 @@ def _analyse_one(
             spec, slug, f"unexpected {type(exc).__name__}: {exc} (run with --verbose for the traceback)"
         )
     seconds = time.perf_counter() - start
+    written: Sequence[str] = ()
     if finish is not None and isinstance(outcome, ModelReport):
         if progress is not None:
             progress.on_stage(spec.text, "write")
         with _stage(spec.text, "write"):
-            finish(outcome)
-    return outcome, seconds
+            written = finish(outcome)
+    return outcome, seconds, written
 
 
 def _worker_init(threads: int, level: int) -> None:
@@ -245,8 +249,8 @@ def _run_parallel(
     study: Study,
     progress: Progress,
     jobs: int,
-    finish: Callable[[ModelReport], object] | None,
-) -> list[ModelReport | ModelFailure]:
+    finish: Callable[[ModelReport], Sequence[str]] | None,
+) -> tuple[list[ModelReport | ModelFailure], list[str]]:
     """The models spread over worker processes; progress advances as each model finishes."""
     import multiprocessing
     import os
@@ -260,16 +264,18 @@ def _run_parallel(
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init, initargs=(threads, level)) as pool:
         futures = [pool.submit(_analyse_one, spec, slug, study, None, finish) for spec, slug in zip(specs, slugs)]
         outcomes: list[ModelReport | ModelFailure] = []
+        files: list[str] = []
         try:
             for spec, future in zip(specs, futures):
                 progress.on_model_start(spec.text)
-                outcome, seconds = future.result()
+                outcome, seconds, written = future.result()
                 progress.on_model_end(spec.text, isinstance(outcome, ModelReport), seconds)
                 outcomes.append(outcome)
+                files += written
         except BaseException:
             pool.shutdown(cancel_futures=True)  # a write failed or Ctrl-C: start no other model
             raise
-    return outcomes
+    return outcomes, files
 
 
 def _failure(spec: ModelSpec, slug: str, message: str) -> ModelFailure:

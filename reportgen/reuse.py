@@ -19,9 +19,11 @@ from pathlib import Path
 
 from .cache import CacheKey, Fingerprint, ResultCache, fingerprint, model_key
 from .data import MergeStatus, ModelFailure, ModelReport, RunResult
-from .output import unique_slugs, write_file
+from .folder import Owned
+from .output import unique_slugs
 from .pipeline import Progress, Study, environment, run
 from .quiet import captured
+from .render.site import model_files, write_model_files
 from .resolve import ModelSpec, resolve
 
 log = logging.getLogger(__name__)
@@ -36,14 +38,19 @@ class CacheUse:
 
 
 def run_with_cache(specs: Sequence[ModelSpec], study: Study, notes: Sequence[str], progress: Progress, jobs: int,
-                   out: Path, cache: ResultCache | None) -> tuple[RunResult, CacheUse]:
-    """Every model's report, in models-file order, each model's folder written under out; the index is left to the caller."""
+                   out: Path, owned: Owned | None, cache: ResultCache | None) -> tuple[RunResult, CacheUse]:
+    """Every model's report, in models-file order, each model's folder put in place under out (index left to the caller).
+
+    ``owned``: the files reportgen wrote in out before, per folder (``folder.read_manifest``).
+    A served model's folder is put in place the same way as a computed one's: staged, then swapped in whole.
+    """
     slugs = unique_slugs([spec.text for spec in specs])
     if cache is None:
-        finish = functools.partial(write_model_and_store, out=out, cache=None, keys={})
+        finish = functools.partial(write_model_and_store, out=out, owned=owned, cache=None, keys={})
         return run(specs, study, notes, progress, jobs=jobs, finish=finish, slugs=slugs), CacheUse()
     shared = fingerprint()
     served: dict[str, ModelReport] = {}
+    served_files: list[str] = []
     keys: dict[str, tuple[CacheKey, str]] = {}
     recomputed: list[tuple[str, str]] = []
     for spec, slug in zip(specs, slugs):
@@ -57,13 +64,12 @@ def run_with_cache(specs: Sequence[ModelSpec], study: Study, notes: Sequence[str
             if key is not None:
                 keys[slug] = (key, spec.text)
             continue
-        for relative, content in hit.files:
-            write_file(out, relative, content)
+        served_files += write_model_files(out, slug, hit.files, owned)
         served[slug] = hit.report
         log.info("%s: reused from the cache (entry %s)", spec.text, key.digest[:12] if key else "")
         progress.on_model_reused(spec.text, time.perf_counter() - start)
     missing = [(spec, slug) for spec, slug in zip(specs, slugs) if slug not in served]
-    finish = functools.partial(write_model_and_store, out=out, cache=cache, keys=keys)
+    finish = functools.partial(write_model_and_store, out=out, owned=owned, cache=cache, keys=keys)
     computed = run([spec for spec, _ in missing], study, notes, progress, jobs=jobs, finish=finish,
                    slugs=[slug for _, slug in missing])
     by_slug: dict[str, ModelReport | ModelFailure] = {**served}
@@ -73,7 +79,7 @@ def run_with_cache(specs: Sequence[ModelSpec], study: Study, notes: Sequence[str
     result = RunResult(
         reports=tuple(o for o in outcomes if isinstance(o, ModelReport)),
         failures=tuple(o for o in outcomes if isinstance(o, ModelFailure)),
-        ranks=study.ranks, environment=environment(), notes=tuple(notes),
+        ranks=study.ranks, environment=environment(), notes=tuple(notes), files=(*served_files, *computed.files),
     )
     return result, CacheUse(tuple(spec.text for spec, slug in zip(specs, slugs) if slug in served), tuple(recomputed))
 
@@ -99,16 +105,15 @@ def _why(cache: ResultCache, model: str, key: CacheKey) -> str:
     return f"{', '.join(changed)} changed" if changed else "its cache entry is missing or was not trusted"
 
 
-def write_model_and_store(report: ModelReport, out: Path, cache: ResultCache | None,
-                          keys: dict[str, tuple[CacheKey, str]]) -> list[Path]:
-    """Write one model's folder under out and, with a key for it, keep its report and files in the cache.
+def write_model_and_store(report: ModelReport, out: Path, owned: Owned | None, cache: ResultCache | None,
+                          keys: dict[str, tuple[CacheKey, str]]) -> list[str]:
+    """Put one model's folder in place under out and, with a key for it, keep its report and files in the cache.
 
-    A merge check that stopped with an error may pass next time, so that report is not kept.
+    Returns the files written, relative to out. A merge check that stopped with an error may pass next
+    time, so that report is not kept.
     """
-    from .render.site import model_files
-
     files = model_files(report)
-    written = [write_file(out, relative, content) for relative, content in files]
+    written = write_model_files(out, report.slug, files, owned)
     if cache is not None and report.slug in keys and report.merge_check.status != MergeStatus.ERROR:
         key, model = keys[report.slug]
         created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

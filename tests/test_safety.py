@@ -193,7 +193,9 @@ cli(sys.argv[1:], prog_name="reportgen")
 
 
 def _snapshot(out: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    """Every file in out and its bytes, reportgen's hidden lock file aside."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != ".reportgen.lock"}
 
 
 @pytest.fixture
@@ -233,12 +235,18 @@ def _interrupt(models: Path, out: Path, sig: int, tmp_path: Path) -> tuple[subpr
 
 def _assert_whole(out: Path, before: dict[str, bytes], held: Path) -> None:
     """Every report file parses, the one held mid-commit is the old one, the user's files are untouched."""
-    after = {name: data for name, data in _snapshot(out).items() if not name.split("/")[-1].startswith(".")}
+    # A run's temporary files and staging folders are hidden: what a reader of the folder sees is the rest.
+    after = {name: data for name, data in _snapshot(out).items()
+             if not any(part.startswith(".") for part in name.split("/"))}
     assert sorted(after) == sorted(before)
     for name, data in after.items():
         if name.endswith(".json"):
             json.loads(data)
-    assert after[str(held.relative_to(out.resolve()))] == before[str(held.relative_to(out.resolve()))]
+    # The held file was being written into its model's staging folder (.reportgen-staging-SLUG-XXXXXXXX/):
+    # the model's folder still holds the previous run's file of that name.
+    slug = held.parent.name.removeprefix(".reportgen-staging-").rpartition("-")[0]
+    assert held.parent.parent == out.resolve() and slug
+    assert after[f"{slug}/{held.name}"] == before[f"{slug}/{held.name}"]
     assert after["NOTES.md"] == b"the user's own file"
 
 

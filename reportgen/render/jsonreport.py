@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
+from ..folder import MANIFEST_KEY
 from ..data import MISMATCH, NO_MATCH, NOT_APPLICABLE, ModelReport, RunResult, to_jsonable
 
 
@@ -16,8 +18,12 @@ def report_json(report: ModelReport) -> str:
     return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
 
 
-def index_json(result: RunResult) -> str:
-    """index.json: every model's key numbers and status, and every failure with its error."""
+def index_json(result: RunResult, files: Sequence[str] = ()) -> str:
+    """index.json: every model's key numbers and status, every failure with its error, and the files of the run.
+
+    ``files``: the manifest, every file this run wrote in the output folder
+    (relative paths, sorted); the next run removes those of dropped models.
+    """
     models: list[dict[str, Any]] = []
     for report in result.reports:
         models.append(
@@ -45,5 +51,6 @@ def index_json(result: RunResult) -> str:
         "failures": failures,
         "notes": list(result.notes),
         "environment": to_jsonable(result.environment),
+        MANIFEST_KEY: list(files),
     }
     return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"

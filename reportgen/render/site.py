@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..data import ModelReport, RunResult
+from ..folder import Owned, journal, put_folder
 from ..output import write_file
 from .charts import index_charts, report_charts
 from .diagram import lora_diagram
@@ -25,27 +27,48 @@ def model_files(report: ModelReport) -> list[tuple[str, str]]:
     return files
 
 
-def write_model(report: ModelReport, out: Path) -> list[Path]:
-    """Write one model's folder under out; returns the files written."""
-    return [write_file(out, relative, content) for relative, content in model_files(report)]
+def write_model(report: ModelReport, out: Path, owned: Owned | None = None) -> list[str]:
+    """Write one model's folder under out, whole (staged, then swapped in); returns its files, relative to out.
+
+    ``owned``: the files reportgen wrote in out before, per folder (see
+    ``folder.read_manifest``); the model folder's other files are the user's and are kept.
+    """
+    return write_model_files(out, report.slug, model_files(report), owned)
 
 
-def write_index(result: RunResult, out: Path) -> list[Path]:
-    """Write the index pages, the cross-model chart and summary.md under out; returns the files written."""
+def write_model_files(out: Path, slug: str, files: Sequence[tuple[str, str]], owned: Owned | None = None) -> list[str]:
+    """Put a model's files (paths relative to the site, as ``model_files`` gives them) in its folder, whole.
+
+    The result cache serves a model's stored files through here, as ``write_model`` writes fresh ones.
+    """
+    prefix = f"{slug}/"
+    inner = [(relative.removeprefix(prefix), content) for relative, content in files]
+    return put_folder(out, slug, inner, None if owned is None else owned.get(slug, frozenset()))
+
+
+def write_index(result: RunResult, out: Path, files: Sequence[str] = ()) -> list[str]:
+    """Write the index pages, the cross-model charts and summary.md under out; returns their names.
+
+    index.json's manifest lists files and these.
+    """
     charts = index_charts(result)
-    written = [write_file(out, chart.filename, chart.svg) for chart in charts]
-    written.append(write_file(out, "index.json", index_json(result)))
-    written.append(write_file(out, "index.md", index_markdown(result, charts)))
-    written.append(write_file(out, "summary.md", summary_markdown(result)))
-    written.append(write_file(out, "index.html", index_html(result, charts)))
-    return written
+    pages = [chart.filename for chart in charts] + ["index.json", "index.md", "summary.md", "index.html"]
+    journal(out, "", pages)
+    for chart in charts:
+        write_file(out, chart.filename, chart.svg)
+    write_file(out, "index.json", index_json(result, sorted(set(files) | set(pages))))
+    write_file(out, "index.md", index_markdown(result, charts))
+    write_file(out, "summary.md", summary_markdown(result))
+    write_file(out, "index.html", index_html(result, charts))
+    return pages
 
 
 def write_site(result: RunResult, out: Path) -> list[Path]:
     """Write every report and then the index under out; returns the files written.
 
     (``reportgen report`` writes each model's folder as soon as that model is
-    analysed, with ``write_model``, and the index once all are done.)
+    analysed, with ``write_model``, and the index once all are done, under the
+    output folder's lock: see ``reportgen.folder``.)
     """
-    written = [path for report in result.reports for path in write_model(report, out)]
-    return written + write_index(result, out)
+    written = [relative for report in result.reports for relative in write_model(report, out)]
+    return [out / relative for relative in written + write_index(result, out, written)]
