@@ -38,7 +38,8 @@ def cache_column(stdout: str) -> dict[str, str]:
     lines = stdout.splitlines()
     if not lines or not lines[0].rstrip().endswith("cache"):
         return {}
-    return {line.split()[0]: line.split()[-1] for line in lines[2:] if line and not line.startswith("wrote ")}
+    rows = lines[2:next(n for n, line in enumerate(lines) if line.startswith("wrote "))]
+    return {line.split()[0]: line.split()[-1] for line in rows}
 
 
 def entries(folder: Path) -> list[Path]:
@@ -294,3 +295,25 @@ def test_a_model_line_keeps_its_newest_entries_only(tmp_path: Path, write_config
     assert len(entries(tmp_path / "cache")) == KEEP
     assert [store.load(key) is not None for key in keys] == [False] * 3 + [True] * KEEP
     assert store.load(keys[-1]) == cache_module.CachedModel(report, (("m/report.json", "{}"),))
+
+
+def test_a_served_model_is_put_in_place_like_a_computed_one(
+    tmp_path: Path, write_config: Callable[..., Path], run_cli: Cli
+) -> None:
+    """Served from the cache, a model's folder is swapped in whole: the user's own file in it stays, the
+    manifest lists its files, and a model no longer in the models file is removed."""
+    llama, gpt2 = write_config("llama"), write_config("gpt2", family="gpt2")
+    assert run_cli.report(tmp_path, [llama, gpt2], "--no-merge-check").exit_code == 0
+    index = run_cli.index(tmp_path / "out")
+    llama_slug, gpt2_slug = (model["slug"] for model in index["models"])
+    (tmp_path / "out" / llama_slug / "my-notes.txt").write_text("mine")
+    page = (tmp_path / "out" / llama_slug / "report.md").read_bytes()
+    (tmp_path / "out" / llama_slug / "report.md").write_text("edited by hand")
+    again = run_cli.report(tmp_path, [llama], "--no-merge-check")
+    assert cache_column(again.stdout) == {str(llama): "reused"}
+    assert (tmp_path / "out" / llama_slug / "my-notes.txt").read_text() == "mine"
+    assert (tmp_path / "out" / llama_slug / "report.md").read_bytes() == page  # reportgen's own file, restored
+    assert not (tmp_path / "out" / gpt2_slug).exists()
+    files = run_cli.index(tmp_path / "out")["files"]
+    assert f"{llama_slug}/report.json" in files and f"{llama_slug}/my-notes.txt" not in files
+    assert not any(name.startswith(f"{gpt2_slug}/") for name in files)
