@@ -317,3 +317,36 @@ def test_a_served_model_is_put_in_place_like_a_computed_one(
     files = run_cli.index(tmp_path / "out")["files"]
     assert f"{llama_slug}/report.json" in files and f"{llama_slug}/my-notes.txt" not in files
     assert not any(name.startswith(f"{gpt2_slug}/") for name in files)
+
+
+def test_on_a_terminal_the_bar_says_which_models_were_reused(
+    tmp_path: Path, write_config: Callable[..., Path], run_cli: Cli, result_cache: Path
+) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    model = write_config("llama")
+    assert run_cli.report(tmp_path, [model], "--no-merge-check").exit_code == 0
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 160, 0, 0))  # 30 rows, 160 columns
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "REPORTGEN_CACHE_DIR": str(result_cache)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reportgen", "report", "--models", str(tmp_path / "models.txt"),
+         "--out", str(tmp_path / "out"), "--no-merge-check"], env=env, stdout=subprocess.PIPE, stderr=follower)
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        screen += chunk
+    stdout, _ = process.communicate(timeout=300)
+    os.close(leader)
+    assert process.returncode == 0
+    assert f"reused {model}" in screen.decode("utf-8", "replace")
+    assert cache_column(stdout.decode()) == {str(model): "reused"}
