@@ -48,26 +48,7 @@ def run_with_cache(specs: Sequence[ModelSpec], study: Study, notes: Sequence[str
     if cache is None:
         finish = functools.partial(write_model_and_store, out=out, owned=owned, cache=None, keys={})
         return run(specs, study, notes, progress, jobs=jobs, finish=finish, slugs=slugs), CacheUse()
-    shared = fingerprint()
-    served: dict[str, ModelReport] = {}
-    served_files: list[str] = []
-    keys: dict[str, tuple[CacheKey, str]] = {}
-    recomputed: list[tuple[str, str]] = []
-    for spec, slug in zip(specs, slugs):
-        start = time.perf_counter()
-        key = _key(spec, slug, study, jobs, shared)
-        hit = cache.load(key) if key is not None else None
-        if hit is None or hit.report.slug != slug:
-            why = "its config cannot be read" if key is None else _why(cache, spec.text, key)
-            log.info("%s: recomputed: %s", spec.text, why)
-            recomputed.append((spec.text, why))
-            if key is not None:
-                keys[slug] = (key, spec.text)
-            continue
-        served_files += write_model_files(out, slug, hit.files, owned)
-        served[slug] = hit.report
-        log.info("%s: reused from the cache (entry %s)", spec.text, key.digest[:12] if key else "")
-        progress.on_model_reused(spec.text, time.perf_counter() - start)
+    served, served_files, keys, recomputed = _serve(specs, slugs, study, jobs, out, owned, cache, progress)
     missing = [(spec, slug) for spec, slug in zip(specs, slugs) if slug not in served]
     finish = functools.partial(write_model_and_store, out=out, owned=owned, cache=cache, keys=keys)
     computed = run([spec for spec, _ in missing], study, notes, progress, jobs=jobs, finish=finish,
@@ -82,6 +63,33 @@ def run_with_cache(specs: Sequence[ModelSpec], study: Study, notes: Sequence[str
         ranks=study.ranks, environment=environment(), notes=tuple(notes), files=(*served_files, *computed.files),
     )
     return result, CacheUse(tuple(spec.text for spec, slug in zip(specs, slugs) if slug in served), tuple(recomputed))
+
+
+def _serve(specs: Sequence[ModelSpec], slugs: Sequence[str], study: Study, jobs: int, out: Path,
+           owned: Owned | None, cache: ResultCache, progress: Progress,
+           ) -> tuple[dict[str, ModelReport], list[str], dict[str, tuple[CacheKey, str]], list[tuple[str, str]]]:
+    """Put every model found in the cache in place: the served reports and files, the keys of the others, and why."""
+    shared = fingerprint()
+    served: dict[str, ModelReport] = {}
+    served_files: list[str] = []
+    keys: dict[str, tuple[CacheKey, str]] = {}
+    recomputed: list[tuple[str, str]] = []
+    for spec, slug in zip(specs, slugs):
+        start = time.perf_counter()
+        key = _key(spec, slug, study, jobs, shared)
+        hit = cache.load(key) if key is not None else None
+        if key is None or hit is None or hit.report.slug != slug:
+            why = "its config cannot be read" if key is None else _why(cache, spec.text, key)
+            log.info("%s: recomputed: %s", spec.text, why)
+            recomputed.append((spec.text, why))
+            if key is not None:
+                keys[slug] = (key, spec.text)
+            continue
+        served_files += write_model_files(out, slug, hit.files, owned)
+        served[slug] = hit.report
+        log.info("%s: reused from the cache (entry %s)", spec.text, key.digest[:12])
+        progress.on_model_reused(spec.text, time.perf_counter() - start)
+    return served, served_files, keys, recomputed
 
 
 def _key(spec: ModelSpec, slug: str, study: Study, jobs: int, shared: Fingerprint) -> CacheKey | None:
