@@ -124,6 +124,22 @@ def _study_matrix(ranks: tuple[int, ...], methods: str | None, matrix_file: Path
     return {"ranks": ranks or matrix.ranks, "variants": variants, "scenarios": matrix.scenarios + scenarios}
 
 
+# --highlight: models the index's cross-model charts mark and label (its own block, used by `report`).
+highlight_option = click.option(
+    "--highlight", multiple=True, metavar="MODEL",
+    help="A model to mark and label on the index's cross-model charts, as written in the models file; "
+         "repeatable. Without it only the largest model and the outliers are labelled.")
+
+
+def _check_highlight(highlight: tuple[str, ...], specs: list[Any]) -> None:
+    """Every --highlight names a line of the models file (a usage error otherwise, before any work)."""
+    given = {spec.text for spec in specs}
+    unknown = [name for name in highlight if name not in given]
+    if unknown:
+        raise UsageError(f"--highlight {unknown[0]!r} is not a model of the models file "
+                         "(give it as the models file writes it)")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="reportgen")
 def cli() -> None:
@@ -157,10 +173,11 @@ def cli() -> None:
 @jobs_option
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Log the time of each stage of each model.")
+@highlight_option
 def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tuple[Scenario, ...],
            methods: str | None, matrix_file: Path | None, trust_remote_code: bool, memory: MemoryAssumptions,
            device: str, merge_budget: float | None, no_merge_check: bool, jobs: int, quiet: bool,
-           verbose: bool) -> None:
+           verbose: bool, highlight: tuple[str, ...]) -> None:
     """Write the report site (HTML, Markdown, JSON, charts) for every model in a models file.
 
     Exit status: 0 when every model succeeded, 1 when any failed (the others are
@@ -182,6 +199,7 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
         specs, notes = read_models_file(models_file)
         for note in notes:
             click.echo(f"note: {printable(note)}", err=True)
+        _check_highlight(highlight, specs)
         if device == "cuda" and not no_merge_check:
             from .merge import select_device
 
@@ -195,7 +213,7 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
             # Each model's folder is written by the process that analysed it, as soon as it is done.
             result = run(specs, study, notes, display.hooks(), jobs=jobs or os.cpu_count() or 1,
                          finish=functools.partial(write_model, out=out))
-        write_index(result, out)
+        write_index(result, out, highlight)
     if not quiet:
         click.echo(summary_table(result, display.seconds), nl=False)
         click.echo(f"wrote {len(result.reports)} model report(s) to {out}/ (index: {out / 'index.html'})")

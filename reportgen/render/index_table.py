@@ -127,7 +127,7 @@ class Counts:
     merge_passed: int
 
     @property
-    def items(self) -> tuple[tuple[str, str, int], ...]:
+    def cards(self) -> tuple[tuple[str, str, int], ...]:
         """(key the script updates, label, value) in the order the page shows them."""
         return (("reported", "Reported", self.reported), ("failed", "Failed", self.failed),
                 ("mismatch", "Mismatches", self.mismatches), ("merge-passed", "Merge checks passed",

@@ -190,7 +190,7 @@ def layout(points: PointChart) -> Layout:
 def _place_labels(figure: Figure, axes: Axes, points: PointChart) -> list[tuple[str, Bbox]]:
     chart = points.chart
     last = chart.series[-1].values if chart.series else ()
-    renderer = FigureCanvasAgg(figure).get_renderer()  # Agg measures the text as the labels will be laid out
+    renderer = FigureCanvasAgg(figure).get_renderer()  # type: ignore[no-untyped-call]  # Agg measures the text
     frame = axes.get_window_extent(renderer)
     legend = axes.get_legend()
     taken = [legend.get_window_extent(renderer)] if legend is not None else []

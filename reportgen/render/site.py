@@ -30,9 +30,12 @@ def write_model(report: ModelReport, out: Path) -> list[Path]:
     return [write_file(out, relative, content) for relative, content in model_files(report)]
 
 
-def write_index(result: RunResult, out: Path) -> list[Path]:
-    """Write the index pages, the cross-model chart and summary.md under out; returns the files written."""
-    charts = index_charts(result)
+def write_index(result: RunResult, out: Path, highlight: tuple[str, ...] = ()) -> list[Path]:
+    """Write the index pages, the cross-model charts and summary.md under out; returns the files written.
+
+    highlight: model ids the cross-model charts mark and label.
+    """
+    charts = index_charts(result, highlight)
     written = [write_file(out, chart.filename, chart.svg) for chart in charts]
     written.append(write_file(out, "index.json", index_json(result)))
     written.append(write_file(out, "index.md", index_markdown(result, charts)))

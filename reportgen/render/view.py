@@ -20,7 +20,8 @@ from ..data import (
     Scenario,
     lora_matrix_params,
 )
-from ..formatting import count, percent, yes_no
+from ..formatting import count, human_count, percent, yes_no
+from ..rows import LANGUAGE_MODEL
 from .compare import MethodsView, method_title as peft_method_title, methods_view
 from .memory_view import MemoryView, memory_setting, memory_view, method_title
 
@@ -127,6 +128,28 @@ class LoraExample:
 
 
 @dataclass(frozen=True)
+class ModulePart:
+    """The module groups of one part of the model (language model, vision tower, head ...), for its own table."""
+
+    name: str
+    rows: tuple[ModuleRow, ...]
+
+    @property
+    def anchor(self) -> str:
+        return self.name.replace(" ", "-")
+
+    @property
+    def open(self) -> bool:
+        """Whether the page shows the part open: the language model is; the towers and heads start collapsed."""
+        return self.name == LANGUAGE_MODEL
+
+    @property
+    def label(self) -> str:
+        groups = len(self.rows)
+        return f"{groups} module group{'' if groups == 1 else 's'}, {human_count(sum(row.params for row in self.rows))} weights"
+
+
+@dataclass(frozen=True)
 class Field:
     """One labelled value of a small key-value table (model card, merge check)."""
 
@@ -157,6 +180,14 @@ class ReportView:
         """Cells of the scenario and per-module tables whose adapter outgrows the weights it adapts (over 100 %)."""
         rows = [row.cells for row in self.scenario_rows] + [row.cells for row in self.module_lora_rows]
         return tuple(cell for cells in rows for cell in cells if cell.over_target)
+
+    @property
+    def module_parts(self) -> tuple[ModulePart, ...]:
+        """The module table split by part, in the order the parts first appear (the language model first)."""
+        parts: dict[str, list[ModuleRow]] = {}
+        for row in self.report.modules:
+            parts.setdefault(row.part, []).append(row)
+        return tuple(ModulePart(name, tuple(rows)) for name, rows in parts.items())
 
     @property
     def module_charts(self) -> tuple[ChartRef, ...]:
