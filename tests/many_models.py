@@ -64,7 +64,7 @@ def _copy(report: ModelReport, copy: int, number: int) -> ModelReport:
         model_id = f"/data/team/{family}/{Path(report.model.id).parent.name}/checkpoint-{copy * 500}/config.json"
         source = f"local file {model_id}"
     else:
-        model_id = f"{ORGS[copy % len(ORGS)]}/{family}-{Path(report.model.id).parent.name}-step{copy * 500}"
+        model_id = f"{ORGS[(copy // 2) % len(ORGS)]}/{family}-{Path(report.model.id).parent.name}-step{copy * 500}"
         source = "config.json from the Hugging Face hub"
     model = dataclasses.replace(report.model, id=model_id, source=source)
     slug = model_id.strip("/").replace("/", "--")

@@ -181,7 +181,7 @@ def layout(points: PointChart) -> Layout:
         _log_axis(axes.yaxis)
         if chart.filename == "cross_model_percent.svg":
             axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}%"))
-        axes.legend(loc="lower right", fontsize=8.5)
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5)  # beside the points, never on them
         _labels(axes, chart)
         figure.tight_layout(pad=FIT_PAD_POINTS / RC["font.size"])
         return Layout(figure, axes, tuple(_place_labels(figure, axes, points)))
@@ -192,8 +192,7 @@ def _place_labels(figure: Figure, axes: Axes, points: PointChart) -> list[tuple[
     last = chart.series[-1].values if chart.series else ()
     renderer = FigureCanvasAgg(figure).get_renderer()  # type: ignore[no-untyped-call]  # Agg measures the text
     frame = axes.get_window_extent(renderer)
-    legend = axes.get_legend()
-    taken = [legend.get_window_extent(renderer)] if legend is not None else []
+    taken: list[Bbox] = []
     placed: list[tuple[str, Bbox]] = []
     for model_id in points.labelled:
         index = points.ids.index(model_id)
