@@ -344,6 +344,7 @@ def test_a_vision_tower_shows_its_module_groups_by_part_collapsed(
     assert vision.get_attribute("open") is None and not vision.locator("table").is_visible()  # collapsed
     vision.locator("summary").click()
     assert vision.locator("tbody tr").count() == len(vision_rows) and vision.locator("table").is_visible()
+    assert page.evaluate(CUT_OFF_CELLS) == []
     # The section menu stays at hand far down the page.
     page.click('nav.toc a[href="#architecture"]')
     menu = page.locator("nav.toc").bounding_box()

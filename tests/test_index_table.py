@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import markdown
-import pytest
 
 from reportgen.data import MISMATCH, ModelFailure, ModelReport, RunResult
 from reportgen.render import scatter
@@ -59,6 +58,15 @@ def test_the_table_sorts_filters_and_counts_by_the_reports_own_values() -> None:
     hub_owners = {report.model.id.split("/")[0] for report in result.reports if not report.model.id.startswith("/")}
     assert {entry.organisation for entry in table.entries} == hub_owners | {"local"}
     assert hub_owners == {"acme", "globex", "initech"}
+
+
+def test_a_label_is_the_models_name_whole_where_two_owners_share_it() -> None:
+    report = gold_result().reports[0]
+    reports = tuple(dataclasses.replace(report, model=dataclasses.replace(report.model, id=model_id, source=source))
+                    for model_id, source in (("org-a/tiny", "bundled"), ("org-b/tiny", "bundled"),
+                                             ("org-a/other", "bundled"), ("/runs/a/config.json", "local file")))
+    assert scatter.chart_names(reports) == {"org-a/tiny": "org-a/tiny", "org-b/tiny": "org-b/tiny",
+                                            "org-a/other": "other", "/runs/a/config.json": "a"}
 
 
 def test_labels_are_the_largest_the_outliers_and_the_highlighted() -> None:

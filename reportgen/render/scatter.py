@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
@@ -47,7 +48,7 @@ class PointChart:
 
 
 def chart_names(reports: tuple[ModelReport, ...]) -> dict[str, str]:
-    """A short name per model for a label: a hub id's name, a path's distinguishing folders."""
+    """A short name per model for a label: a hub id's name (whole where two owners share it), a path's folders."""
     local = [report.model.id for report in reports if is_local_id(report.model.id, report.model.source)]
     short = short_names(sorted(set(local)))
     names = {}
@@ -57,7 +58,9 @@ def chart_names(reports: tuple[ModelReport, ...]) -> dict[str, str]:
             names[model_id] = short[model_id].removeprefix("…/").removesuffix("/config.json")
         else:
             names[model_id] = model_id.rsplit("/", 1)[-1]
-    return names
+    shared = Counter(names.values())
+    return {model_id: model_id if shared[name] > 1 and model_id not in short else name  # org1/x and org2/x
+            for model_id, name in names.items()}
 
 
 def _headline(report: ModelReport, rank: int) -> Cell | None:
