@@ -11,7 +11,17 @@
   var status = document.getElementById("filter-status");
   var grouping = document.getElementById("group-by");
   var shown = document.getElementById("shown");
-  var buttons = Array.prototype.slice.call(table.querySelectorAll("thead button[data-key]"));
+  var headings = Array.prototype.slice.call(table.tHead.querySelectorAll("th[data-key]"));
+  var buttons = headings.map(function (heading) {
+    var button = document.createElement("button");
+    button.type = "button";
+    button.dataset.key = heading.dataset.key;
+    button.dataset.numeric = heading.dataset.numeric;
+    button.textContent = heading.firstChild.textContent;
+    heading.replaceChild(button, heading.firstChild);
+    heading.setAttribute("aria-sort", "none");
+    return button;
+  });
   var columns = table.tHead.rows[0].cells.length;
   var sort = { key: "", numeric: false, direction: 1 };
   rows.forEach(function (row, index) { row.dataset.order = String(index); });

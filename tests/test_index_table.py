@@ -139,7 +139,7 @@ def test_summary_of_a_thousand_mismatches_fits_a_comment() -> None:
     banner = next(line for line in text.splitlines() if line.startswith("**⚠"))
     assert "1000 models" in banner and "and 990 more" in banner
     assert banner.count("(3 cells)") == 10  # the ones with the most disagreements come first
-    assert "more models in index.md" in text
+    assert "more models in [index.md](index.md)" in text
 
 
 def test_indexes_are_byte_identical_across_runs(tmp_path: Path) -> None:

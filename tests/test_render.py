@@ -188,7 +188,7 @@ def test_summary_fits_a_pull_request_comment(report: ModelReport) -> None:
     many = RunResult(reports=(report,) * 2000, failures=(), ranks=(8, 16), environment=report.environment)
     text = summary_markdown(many)
     assert len(text) < 60_000
-    assert "more models in index.md" in text
+    assert "more models in [index.md](index.md)" in text
 
 
 # --- escaping --------------------------------------------------------------------------------
