@@ -142,6 +142,22 @@ def _study_matrix(ranks: tuple[int, ...], methods: str | None, matrix_file: Path
     return {"ranks": ranks or matrix.ranks, "variants": variants, "scenarios": matrix.scenarios + scenarios}
 
 
+# --highlight: models the index's cross-model charts mark and label (its own block, used by `report`).
+highlight_option = click.option(
+    "--highlight", multiple=True, metavar="MODEL",
+    help="A model to mark and label on the index's cross-model charts, as written in the models file; "
+         "repeatable. Without it only the largest model and the outliers are labelled.")
+
+
+def _check_highlight(highlight: tuple[str, ...], specs: list[Any]) -> None:
+    """Every --highlight names a line of the models file (a usage error otherwise, before any work)."""
+    given = {spec.text for spec in specs}
+    unknown = [name for name in highlight if name not in given]
+    if unknown:
+        raise UsageError(f"--highlight {unknown[0]!r} is not a model of the models file "
+                         "(give it as the models file writes it)")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="reportgen")
 def cli() -> None:
@@ -179,10 +195,11 @@ def cli() -> None:
 @click.option("-v", "--verbose", is_flag=True,
               help="Log the time of each stage of each model, and why each model was recomputed.")
 @cache_options
+@highlight_option
 def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tuple[Scenario, ...],
            methods: str | None, matrix_file: Path | None, trust_remote_code: bool, memory: MemoryAssumptions,
            device: str, merge_budget: float | None, no_merge_check: bool, jobs: int, wait: bool, quiet: bool,
-           verbose: bool, cache_dir: Path | None, no_cache: bool) -> None:
+           verbose: bool, cache_dir: Path | None, no_cache: bool, highlight: tuple[str, ...]) -> None:
     """Write the report site (HTML, Markdown, JSON, charts) for every model in a models file.
 
     The output folder always holds one run: one run writes there at a time,
@@ -216,6 +233,7 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
         specs, notes = read_models_file(models_file)
         for line in notes:
             _note(line, quiet)
+        _check_highlight(highlight, specs)
         if device == "cuda" and not no_merge_check:
             from .merge import select_device
 
@@ -234,7 +252,7 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
             # (or from the result cache, when nothing that decides it changed).
             result, used = run_with_cache(specs, study, notes, display.hooks(), jobs or os.cpu_count() or 1,
                                           out, before, cache)
-        removed = index_last(out, before, result.files, functools.partial(write_index, result, out))
+        removed = index_last(out, before, result.files, functools.partial(write_index, result, out, highlight=highlight))
     if not quiet:
         seconds = {spec.text: display.seconds[spec.text] for spec in specs if spec.text in display.seconds}
         click.echo(summary_table(result, seconds, set(used.reused)), nl=False)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 from collections.abc import Callable
 from html import escape as html_escape
 import json
@@ -17,7 +19,7 @@ from reportgen import data
 from reportgen.data import MergeCheck, ModelReport, Printouts, RunResult
 from reportgen.pipeline import Study, run
 from tests.families import points
-from reportgen.render import charts
+from reportgen.render import charts, scatter
 from reportgen.render.html import report_html
 from reportgen.render.markdown import code, md_escape, report_markdown, summary_markdown
 from reportgen.render.site import write_site
@@ -90,10 +92,24 @@ def test_html_is_self_contained(site: dict[str, str]) -> None:
         assert "<style>" in page and "<svg" in page
         links = re.findall(r'(?:href|src)="([^"]*)"', page)
         assert links and all("//" not in link and ":" not in link for link in links), links
-        assert "<link" not in page and "<script" not in page and "<img" not in page
+        assert "<link" not in page and "<img" not in page
         assert all(target.startswith("#") for target in re.findall(r"url\(([^)]*)\)", page))
+    assert "<script" not in site["report.html"]
+    assert_only_own_script(site["index.html"])
     assert site["report.html"].count('<div class="figure chart"') == 4
     assert '<a href="meta-llama--Llama-3.2-1B-Instruct/report.html">' in site["index.html"]
+
+
+def assert_only_own_script(page: str) -> None:
+    """The page's one script is templates/index.js, inline, and the CSP allows exactly it by its sha256."""
+    scripts = re.findall(r"<script>(.*?)</script>", page, re.DOTALL)
+    own = (Path(__file__).parent.parent / "templates" / "index.js").read_text(encoding="utf-8")
+    assert scripts == [own] and page.count("<script") == 1
+    digest = base64.b64encode(hashlib.sha256(own.encode("utf-8")).digest()).decode("ascii")
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', page)
+    assert csp is not None
+    assert csp.group(1) == ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+                            f"script-src 'sha256-{digest}'")
 
 
 def test_index_lists_the_failure_with_its_error(site: dict[str, str]) -> None:
@@ -110,7 +126,7 @@ def test_site_writes_every_file(tmp_path: Path) -> None:
     per_model = {"report.json", "report.html", "report.md", "lora_diagram.svg", "params_by_module.svg",
                  "trainables_by_rank.svg", "trainable_percent.svg", "memory.svg"}
     assert written == {f"{GOLD_SLUG}/{name}" for name in per_model} | {
-        "index.json", "index.md", "index.html", "summary.md", "cross_model.svg"}
+        "index.json", "index.md", "index.html", "summary.md", "cross_model.svg", "cross_model_percent.svg"}
     assert json.loads((tmp_path / "index.json").read_text())["failures"][0]["status"] == "failed"
 
 
@@ -119,7 +135,7 @@ def test_two_runs_write_identical_bytes(tmp_path: Path) -> None:
     write_site(gold_result(), first)
     write_site(gold_result(), second)
     files = sorted(path.relative_to(first) for path in first.rglob("*") if path.is_file())
-    assert len(files) == 13
+    assert len(files) == 14
     for relative in files:
         assert (first / relative).read_bytes() == (second / relative).read_bytes(), relative
     svg = (first / GOLD_SLUG / "params_by_module.svg").read_text()
@@ -172,7 +188,7 @@ def test_summary_fits_a_pull_request_comment(report: ModelReport) -> None:
     many = RunResult(reports=(report,) * 2000, failures=(), ranks=(8, 16), environment=report.environment)
     text = summary_markdown(many)
     assert len(text) < 60_000
-    assert "more models in index.md" in text
+    assert "more models in [index.md](index.md)" in text
 
 
 # --- escaping --------------------------------------------------------------------------------
@@ -192,7 +208,8 @@ def test_a_hostile_folder_name_shows_as_text(tmp_path: Path, write_config: Calla
     for page in (out / slug / "report.html", out / "index.html"):
         text = page.read_text()
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text, page
-        assert "<script" not in text, page
+    assert "<script" not in (out / slug / "report.html").read_text()
+    assert_only_own_script((out / "index.html").read_text())
     for page in (out / slug / "report.md", out / "index.md", out / "summary.md"):
         rendered = markdown.markdown(page.read_text(), extensions=["tables"])
         assert "<script" not in rendered and "&lt;script&gt;alert(1)" in rendered, page
@@ -254,11 +271,23 @@ def test_percent_chart_plots_share_of_the_model(report: ModelReport) -> None:
 
 
 def test_cross_model_chart_plots_size_against_trainables() -> None:
-    chart = charts.cross_model_chart(gold_result())
+    plotted = scatter.cross_model_chart(gold_result())
+    chart = plotted.chart
     assert chart.x_values == (TOTAL_PARAMS,)
+    assert plotted.ids == (GOLD_MODEL,)
+    assert points(chart) == {  # labelled by the model's name, its organisation left to the tooltip
+        "r=8": {"Llama-3.2-1B-Instruct": ALL_LINEAR_R8},
+        "r=16": {"Llama-3.2-1B-Instruct": 2 * ALL_LINEAR_R8},
+    }
+    assert plotted.tooltips[0].splitlines()[0] == GOLD_MODEL
+    assert "r=8: 5.64M trainable" in plotted.tooltips[0]
+
+
+def test_percent_chart_plots_the_share_of_the_model_trained() -> None:
+    chart = scatter.percent_chart(gold_result()).chart
     assert points(chart) == {
-        "r=8": {"meta-llama/Llama-3.2-1B-Instruct": ALL_LINEAR_R8},
-        "r=16": {"meta-llama/Llama-3.2-1B-Instruct": 2 * ALL_LINEAR_R8},
+        "r=8": {"Llama-3.2-1B-Instruct": pytest.approx(100 * ALL_LINEAR_R8 / TOTAL_PARAMS)},
+        "r=16": {"Llama-3.2-1B-Instruct": pytest.approx(200 * ALL_LINEAR_R8 / TOTAL_PARAMS)},
     }
 
 

@@ -8,7 +8,6 @@ hash salt for its ids, no date metadata, text kept as text.
 from __future__ import annotations
 
 import io
-import math
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 from ..data import ModelReport, RunResult  # noqa: E402
 from ..formatting import GB, GIB, axis_count, human_count  # noqa: E402
 from .memory_view import GPU_SIZES_GIB, memory_setting, method_title  # noqa: E402
-from .view import ChartRef, headline_scenario, module_lora_rows, scenario_rows  # noqa: E402
+from .view import ChartRef, module_lora_rows, scenario_rows  # noqa: E402
 
 # Okabe & Ito's colour-blind-safe palette.
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
@@ -136,29 +135,6 @@ def trainable_percent_chart(report: ModelReport) -> ChartData:
     )
 
 
-def cross_model_chart(result: RunResult) -> ChartData:
-    """Model size against the headline scenario's LoRA trainables, one series per rank (log-log)."""
-    reports = sorted(result.reports, key=lambda report: (report.model.total_params, report.model.id))
-    series = []
-    for index, rank in enumerate(result.ranks):
-        values = []
-        for report in reports:
-            cell = (report.cell(headline_scenario(report), rank, report.primary_method)
-                    if rank in report.ranks else None)
-            values.append(float(cell.formula_trainable or 0) if cell is not None else 0.0)
-        series.append(Series(f"r={rank}", tuple(values), OKABE_ITO[index % len(OKABE_ITO)]))
-    return ChartData(
-        filename="cross_model.svg",
-        title="Model size against LoRA trainables (all linear layers)",
-        xlabel="model parameters (log scale)",
-        ylabel="LoRA trainable parameters (log scale)",
-        categories=tuple(report.model.id for report in reports),
-        series=tuple(series),
-        x_values=tuple(float(report.model.total_params) for report in reports),
-        alt="Points: each model's size against its LoRA trainables on all linear layers, one colour per rank.",
-    )
-
-
 def memory_chart(report: ModelReport) -> ChartData:
     """Full, LoRA and QLoRA training memory at the chosen scenario and rank, components stacked, in bytes."""
     rows = report.memory_headline
@@ -195,11 +171,12 @@ def _figure(width: float, height: float) -> Iterator[tuple[Figure, Axes]]:
         yield figure, figure.add_subplot()
 
 
-def _svg(figure: Figure) -> str:
+def _svg(figure: Figure, relayout: bool = True) -> str:
     buffer = io.StringIO()
     with matplotlib.rc_context(RC):  # type: ignore[arg-type]  # (its stubs want literal keys)
         # Laid out once, here (a layout engine would lay the figure out again at every draw of savefig).
-        figure.tight_layout(pad=FIT_PAD_POINTS / RC["font.size"])
+        if relayout:
+            figure.tight_layout(pad=FIT_PAD_POINTS / RC["font.size"])
         figure.savefig(buffer, format="svg", metadata={"Date": None})
     return buffer.getvalue()
 
@@ -266,26 +243,6 @@ def draw_grouped_bars(chart: ChartData) -> str:
         return _svg(figure)
 
 
-def draw_cross_model(chart: ChartData) -> str:
-    """Model size against trainables, log-log, one marker and colour per rank, points labelled."""
-    with _figure(7.6, 4.6) as (figure, axes):
-        for index, series in enumerate(chart.series):
-            points = [(x, y) for x, y in zip(chart.x_values, series.values) if y > 0]
-            axes.plot([x for x, _ in points], [y for _, y in points], color=series.colour,
-                      marker=MARKERS[index % len(MARKERS)], linestyle="none", label=series.name)
-        last = chart.series[-1].values if chart.series else ()
-        for x, y, name in label_positions(chart.x_values, last, chart.categories):
-            axes.annotate(name.rsplit("/", 1)[-1], (x, y), xytext=(5, 3), textcoords="offset points",
-                          fontsize=7.5, color="#444444")
-        axes.set_xscale("log")
-        axes.set_yscale("log")
-        _log_axis(axes.xaxis)
-        _log_axis(axes.yaxis)
-        axes.legend(loc="lower right")
-        _labels(axes, chart)
-        return _svg(figure)
-
-
 def draw_memory(chart: ChartData) -> str:
     """Stacked vertical bars in GB, one per method, with labelled GPU-size lines."""
     with _figure(7.2, 4.4) as (figure, axes):
@@ -328,20 +285,6 @@ def reference_labels(references: tuple[tuple[float, str], ...], top: float) -> l
     return placed
 
 
-def label_positions(
-    xs: tuple[float, ...], ys: tuple[float, ...], names: tuple[str, ...]
-) -> list[tuple[float, float, str]]:
-    """The points of a log-log chart to label, skipping any whose label would sit on an earlier one."""
-    placed: list[tuple[float, float, str]] = []
-    for x, y, name in zip(xs, ys, names):
-        if x <= 0 or y <= 0:
-            continue
-        if any(abs(math.log10(x / px)) < 0.45 and abs(math.log10(y / py)) < 0.1 for px, py, _ in placed):
-            continue
-        placed.append((x, y, name))
-    return placed
-
-
 def _labels(axes: Axes, chart: ChartData) -> None:
     axes.set_title(chart.title, loc="left")
     axes.set_xlabel(chart.xlabel)
@@ -352,7 +295,6 @@ DRAWERS = {
     "params_by_module.svg": draw_module_params,
     "trainables_by_rank.svg": draw_trainables_by_rank,
     "trainable_percent.svg": draw_grouped_bars,
-    "cross_model.svg": draw_cross_model,
     "memory.svg": draw_memory,
 }
 
@@ -369,11 +311,11 @@ def report_charts(report: ModelReport) -> tuple[ChartRef, ...]:
     return tuple(draw(chart) for chart in charts if chart.series and chart.categories)
 
 
-def index_charts(result: RunResult) -> tuple[ChartRef, ...]:
-    """The index's cross-model chart (none when no model succeeded)."""
-    if not result.reports:
-        return ()
-    return (draw(cross_model_chart(result)),)
+def index_charts(result: RunResult, highlight: tuple[str, ...] = ()) -> tuple[ChartRef, ...]:
+    """The index's cross-model charts (reportgen.render.scatter draws them)."""
+    from .scatter import index_charts as scatter_charts  # scatter builds on this module's drawing helpers
+
+    return scatter_charts(result, highlight)
 
 
 XML_PROLOGUE = re.compile(r"^<\?xml[^>]*\?>\s*(<!DOCTYPE[^>]*>\s*)?")

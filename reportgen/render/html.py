@@ -7,6 +7,7 @@ from markupsafe import Markup
 from ..data import ModelReport, RunResult
 from .charts import inline_svg
 from .diagram import lora_diagram
+from .index_table import index_table
 from .jinja import environment
 from .view import ChartRef, index_view, report_view
 
@@ -26,4 +27,5 @@ def report_html(report: ModelReport, charts: tuple[ChartRef, ...] = ()) -> str:
 def index_html(result: RunResult, charts: tuple[ChartRef, ...] = ()) -> str:
     """index.html: every model linked by relative path, with its key numbers and status, and every failure."""
     template = environment(html=True).get_template("index.html.j2")
-    return template.render(v=index_view(result, _inline(charts)))
+    view = index_view(result, _inline(charts))
+    return template.render(v=view, t=index_table(view))

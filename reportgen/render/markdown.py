@@ -18,6 +18,8 @@ from .view import ChartRef, index_view, report_view
 # makes each literal. "(" and "!" need none once "[" is escaped, so the raw text stays readable.
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&])")
 SUMMARY_LIMIT = 60_000  # a pull-request comment holds 65,536 characters; stay well under
+SUMMARY_FAILURES = 10  # failures summary.md lists with their errors; the rest are counted
+CLIP = 120  # characters of a model id summary.md shows
 
 
 def md_escape(value: Any) -> Any:
@@ -34,6 +36,12 @@ def code(value: object) -> Markup:
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     # Markup: built here from the value, which a code span shows as literal text.
     return Markup(f"{ticks}{pad}{text}{pad}{ticks}")
+
+
+def clip(value: object, most: int = CLIP) -> str:
+    """Text cut to at most `most` characters, an ellipsis marking the cut (a summary stays short)."""
+    text = str(value)
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 def url(value: object) -> Markup:
@@ -54,7 +62,7 @@ def fence(value: object) -> Markup:
 def _environment() -> jinja2.Environment:
     """The Markdown environment with its filters, set up once."""
     env = environment(html=False, finalize=md_escape)
-    env.filters.update({"code": code, "fence": fence, "url": url})
+    env.filters.update({"code": code, "fence": fence, "url": url, "clip": clip})
     return env
 
 
@@ -69,12 +77,20 @@ def index_markdown(result: RunResult, charts: tuple[ChartRef, ...] = ()) -> str:
 
 
 def summary_markdown(result: RunResult, limit: int = SUMMARY_LIMIT) -> str:
-    """summary.md: the cross-model table for a pull-request comment, cut to fit under limit characters."""
+    """summary.md: the cross-model table for a pull-request comment, cut to fit under limit characters.
+
+    The mismatch banner and the failure list are bounded; the table then loses rows (those needing attention
+    stay first) until the whole text fits.
+    """
     template = _environment().get_template("summary.md.j2")
     view = index_view(result)
     shown = len(view.rows)
+    failures_shown = min(len(view.failures), SUMMARY_FAILURES)
     while True:
-        text = template.render(v=view, shown=shown, hidden=len(view.rows) - shown)
-        if len(text) < limit or shown == 0:
+        text = template.render(v=view, shown=shown, hidden=len(view.rows) - shown, failures_shown=failures_shown)
+        if len(text) < limit or (shown == 0 and failures_shown == 0):
             return text
-        shown = max(0, shown - max(1, shown // 10))
+        if shown:
+            shown = max(0, shown - max(1, shown // 10))
+        else:
+            failures_shown -= 1

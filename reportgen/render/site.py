@@ -46,12 +46,12 @@ def write_model_files(out: Path, slug: str, files: Sequence[tuple[str, str]], ow
     return put_folder(out, slug, inner, None if owned is None else owned.get(slug, frozenset()))
 
 
-def write_index(result: RunResult, out: Path, files: Sequence[str] = ()) -> list[str]:
+def write_index(result: RunResult, out: Path, files: Sequence[str] = (), highlight: tuple[str, ...] = ()) -> list[str]:
     """Write the index pages, the cross-model charts and summary.md under out; returns their names.
 
-    index.json's manifest lists files and these.
+    index.json's manifest lists files and these. highlight: model ids the cross-model charts mark and label.
     """
-    charts = index_charts(result)
+    charts = index_charts(result, highlight)
     pages = [chart.filename for chart in charts] + ["index.json", "index.md", "summary.md", "index.html"]
     journal(out, "", pages)
     for chart in charts:

@@ -20,12 +20,15 @@ from ..data import (
     Scenario,
     lora_matrix_params,
 )
-from ..formatting import count, percent, yes_no
+from ..formatting import count, human_count, percent, yes_no
+from ..rows import LANGUAGE_MODEL
 from .compare import MethodsView, method_title as peft_method_title, methods_view
 from .memory_view import MemoryView, memory_setting, memory_view, method_title
 
 MODULE_CHARTS = ("params_by_module.svg",)
 MEMORY_CHARTS = ("memory.svg",)
+
+BANNER_LIMIT = 10  # models a mismatch banner names; the rest are counted, the model table lists them all
 
 MERGE_HEADLINES = {
     "passed": "passed",
@@ -125,6 +128,28 @@ class LoraExample:
 
 
 @dataclass(frozen=True)
+class ModulePart:
+    """The module groups of one part of the model (language model, vision tower, head ...), for its own table."""
+
+    name: str
+    rows: tuple[ModuleRow, ...]
+
+    @property
+    def anchor(self) -> str:
+        return self.name.replace(" ", "-")
+
+    @property
+    def open(self) -> bool:
+        """Whether the page shows the part open: the language model is; the towers and heads start collapsed."""
+        return self.name == LANGUAGE_MODEL
+
+    @property
+    def label(self) -> str:
+        groups = len(self.rows)
+        return f"{groups} module group{'' if groups == 1 else 's'}, {human_count(sum(row.params for row in self.rows))} weights"
+
+
+@dataclass(frozen=True)
 class Field:
     """One labelled value of a small key-value table (model card, merge check)."""
 
@@ -155,6 +180,14 @@ class ReportView:
         """Cells of the scenario and per-module tables whose adapter outgrows the weights it adapts (over 100 %)."""
         rows = [row.cells for row in self.scenario_rows] + [row.cells for row in self.module_lora_rows]
         return tuple(cell for cells in rows for cell in cells if cell.over_target)
+
+    @property
+    def module_parts(self) -> tuple[ModulePart, ...]:
+        """The module table split by part, in the order the parts first appear (the language model first)."""
+        parts: dict[str, list[ModuleRow]] = {}
+        for row in self.report.modules:
+            parts.setdefault(row.part, []).append(row)
+        return tuple(ModulePart(name, tuple(rows)) for name, rows in parts.items())
 
     @property
     def module_charts(self) -> tuple[ChartRef, ...]:
@@ -189,6 +222,8 @@ class ChartRef:
     filename: str
     alt: str
     svg: str
+    labelled: tuple[str, ...] = ()  # a cross-model chart: the models its labels name (ids)
+    title: str = ""  # the chart's heading on the index
 
 
 @dataclass(frozen=True)
@@ -243,10 +278,41 @@ class IndexView:
         return tuple(row for row in self.rows if row.report.mismatches)
 
     @property
+    def mismatched_first(self) -> tuple[IndexRow, ...]:
+        """The banner's models: those that need attention first (most disagreeing cells), at most BANNER_LIMIT."""
+        ranked = sorted(self.mismatched, key=lambda row: (-len(row.report.mismatches), row.report.model.id))
+        return tuple(ranked[:BANNER_LIMIT])
+
+    @property
+    def attention_first(self) -> tuple[IndexRow, ...]:
+        """Every row, those that need attention first: a disagreement, then a failed or errored merge check."""
+        def urgency(row: IndexRow) -> int:
+            if row.report.mismatches:
+                return 0
+            return 1 if row.report.merge_check.status in ("failed", "error") else 2
+
+        return tuple(sorted(self.rows, key=urgency))
+
+    @property
+    def mismatched_more(self) -> int:
+        """Mismatched models the banner leaves out (the index's table lists every one)."""
+        return len(self.mismatched) - len(self.mismatched_first)
+
+    @property
     def method_titles(self) -> tuple[str, ...]:
         """The study's methods (the same for every model of a run); the first is the one the table quotes."""
         names = self.rows[0].report.methods if self.rows else ()
         return tuple(peft_method_title(name) for name in names)
+
+    @property
+    def rank_label(self) -> str:
+        """The ranks of the run as one column heading: "r=8 / r=16"."""
+        return " / ".join(f"r={rank}" for rank in self.result.ranks)
+
+    def rows_of(self, ids: tuple[str, ...]) -> tuple[IndexRow, ...]:
+        """The rows of these model ids, in the order given."""
+        by_id = {row.report.model.id: row for row in self.rows}
+        return tuple(by_id[model_id] for model_id in ids if model_id in by_id)
 
     @property
     def failure_colspan(self) -> int:
