@@ -319,7 +319,7 @@ def diff(old: Path, new: Path, exit_code: bool, out_file: Path | None, output_fo
 @click.option("--project", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
               help="Keep the MkDocs project (mkdocs.yml and docs/) in DIR, to serve it (mkdocs serve) or build it "
                    "with Zensical [default: a temporary folder].")
-@click.option("--title", default=None, help="The site's name [default: What LoRA trains, model by model].")
+@click.option("--title", default=None, help="The site's name [default: LoRA report].")
 def docs(reports: Path, site: Path, project: Path | None, title: str | None) -> None:
     """Build a static docs site (MkDocs, Material theme, strict) from a report folder's Markdown.
 
