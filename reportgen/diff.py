@@ -200,11 +200,11 @@ class _Comparer:
         changes: list[Change] = []
         if old_status != new_status:
             changes.append(Change(model, "index", "model", "status", old_status, new_status))
+        old_error, new_error = before.failures.get(model, {}).get("error"), after.failures.get(model, {}).get("error")
+        if old_error != new_error:  # why it failed (or no longer fails)
+            kind = ADDED if old_error is None else REMOVED if new_error is None else CHANGED
+            changes.append(Change(model, "index", "model", "error", old_error, new_error, kind))
         if model not in before.reports or model not in after.reports:
-            old_error = before.failures.get(model, {}).get("error")
-            new_error = after.failures.get(model, {}).get("error")
-            if old_error is not None and new_error is not None and old_error != new_error:
-                changes.append(Change(model, "index", "model", "error", old_error, new_error))
             return changes
         old_report = {k: v for k, v in before.reports[model].items() if k not in NOT_PER_MODEL}
         new_report = {k: v for k, v in after.reports[model].items() if k not in NOT_PER_MODEL}

@@ -62,6 +62,10 @@ class DocsSite:
 def build_docs(reports: Path, site: Path, project: Path | None = None, title: str = DEFAULT_TITLE) -> DocsSite:
     """Stage the report folder as an MkDocs project (in project, else a temporary folder) and build it into site."""
     folder = read_folder(reports, "REPORTS")
+    for page in [folder.path / "index.md", folder.path / "index.html",
+                 *(folder.model_folder(entry) / "report.md" for entry in folder.entries)]:
+        if not page.is_file():
+            raise UsageError(f"REPORTS: {page} is missing: the report folder is not whole (run reportgen report again)")
     _check_site(site, reports, project)
     if project is not None:
         _check_project(project)

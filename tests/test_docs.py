@@ -160,6 +160,14 @@ def test_a_folder_of_other_files_is_never_emptied(reports: Path, run_cli: Cli, t
     inside = run_cli("docs", reports, "--site", reports / "site")
     assert inside.exit_code == 2
     assert "overlap: give the site a folder of its own" in inside.stderr
+    partial = tmp_path / "partial"
+    shutil.copytree(reports, partial)
+    slug = json.loads((partial / "index.json").read_text())["models"][1]["slug"]
+    (partial / slug / "report.md").unlink()
+    whole = run_cli("docs", partial, "--site", tmp_path / "site")
+    assert whole.exit_code == 2
+    assert whole.stderr.endswith(f"Error: REPORTS: {(partial / slug).resolve()}/report.md is missing: the report "
+                                 "folder is not whole (run reportgen report again)\n")
     missing = run_cli("docs", tmp_path / "nothing", "--site", tmp_path / "site")
     assert missing.exit_code == 2
     assert missing.stderr.endswith(f"Error: REPORTS: {tmp_path / 'nothing'} does not exist "
