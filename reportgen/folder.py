@@ -8,12 +8,15 @@ only what they rely on: anything else in the files (a field a newer version adde
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ReportgenError, UsageError
 from .output import inside
+
+SLUG = re.compile(r"^[A-Za-z0-9._-]+$")  # what output.slugify writes: one plain folder name
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ def read_folder(path: Path, label: str) -> ReportFolder:
                          "id, slug and report)")
     reports: dict[str, dict[str, Any]] = {}
     for entry in models:
+        if not SLUG.match(entry["slug"]) or entry["slug"] in (".", ".."):
+            raise UsageError(f"{label}: {path / 'index.json'} gives model {entry['id']!r} the folder "
+                             f"{entry['slug']!r}, which is not a folder name reportgen writes")
         try:
             file = inside(path, entry["report"])
         except ReportgenError:

@@ -166,6 +166,7 @@ def test_two_schema_versions_are_compared_on_the_fields_both_have(
     ("not-an-index", "NEW: {path}/index.json is not a reportgen index (no list of models with id, slug and report)"),
     ("no-report", "NEW: {path}/m/report.json (model m) is missing: the folder is not whole"),
     ("escape", "NEW: {path}/index.json points model 'm' outside the folder ('../m/report.json')"),
+    ("slug", "NEW: {path}/index.json gives model 'm' the folder '../m', which is not a folder name reportgen writes"),
 ])
 def test_bad_folders_are_one_line_usage_errors(
     folders: dict[str, Path], run_cli: Cli, tmp_path: Path, case: str, error: str
@@ -180,9 +181,11 @@ def test_bad_folders_are_one_line_usage_errors(
         (path / "index.json").write_text("")
     elif case == "not-an-index":
         (path / "index.json").write_text('{"models": "none"}')
-    elif case in ("no-report", "escape"):
+    elif case in ("no-report", "escape", "slug"):
         if case == "escape":
             index["models"][0]["report"] = "../m/report.json"
+        if case == "slug":
+            index["models"][0]["slug"] = "../m"
         (path / "index.json").write_text(json.dumps(index))
     result = run_cli("diff", folders["old"], path)
     assert result.exit_code == 2
