@@ -9,6 +9,7 @@ MODELS ?= models.txt
 OUT ?= reports
 ARGS ?=
 SITE ?= site
+SITE_URL ?=
 WHEEL_CHECK := build/wheel-check
 
 .PHONY: help report test test-fast bench zoo update-gold typecheck clean docs wheel-check
@@ -21,7 +22,8 @@ report: $(VENV)/.installed ## Write the report site for MODELS (default models.t
 
 docs: $(VENV)/.docs ## Write the reports (as make report) and build the docs site from them into SITE (default site/)
 	rc=0; $(BIN)/reportgen report --models $(MODELS) --out $(OUT) $(ARGS) || rc=$$?; \
-	  if [ $$rc -gt 1 ]; then exit $$rc; fi; $(BIN)/reportgen docs $(OUT) --site $(SITE) && exit $$rc
+	  if [ $$rc -gt 1 ]; then exit $$rc; fi; $(BIN)/reportgen docs $(OUT) --site $(SITE) \
+	  $(if $(SITE_URL),--site-url $(SITE_URL)) && exit $$rc
 
 test: $(VENV)/.installed $(VENV)/.docs ## Run the whole test suite (offline)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(ARGS)

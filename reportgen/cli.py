@@ -320,7 +320,11 @@ def diff(old: Path, new: Path, exit_code: bool, out_file: Path | None, output_fo
               help="Keep the MkDocs project (mkdocs.yml and docs/) in DIR, to serve it (mkdocs serve) or build it "
                    "with Zensical [default: a temporary folder].")
 @click.option("--title", default=None, help="The site's name [default: LoRA report].")
-def docs(reports: Path, site: Path, project: Path | None, title: str | None) -> None:
+@click.option("--site-url", default="", metavar="URL",
+              help="Where the site will be published (https://org.github.io/repo/): gives the 404 page and the "
+                   "sitemap full addresses. Without it the site works from any address but its 404 page only at a "
+                   "host's root.")
+def docs(reports: Path, site: Path, project: Path | None, title: str | None, site_url: str) -> None:
     """Build a static docs site (MkDocs, Material theme, strict) from a report folder's Markdown.
 
     REPORTS is a folder that `reportgen report` wrote [default: reports]. The
@@ -337,7 +341,7 @@ def docs(reports: Path, site: Path, project: Path | None, title: str | None) -> 
     from .docs import DEFAULT_TITLE, build_docs
 
     with _click_errors():
-        built = build_docs(reports, site, project, title or DEFAULT_TITLE)
+        built = build_docs(reports, site, project, title or DEFAULT_TITLE, site_url)
     kept = f"; MkDocs project in {built.project}/" if built.project else ""
     click.echo(f"built the docs site for {len(built.pages)} model(s) into {site}/ "
                f"(home page: {site / 'index.html'}{kept})")

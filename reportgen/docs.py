@@ -59,8 +59,12 @@ class DocsSite:
     project: Path | None
 
 
-def build_docs(reports: Path, site: Path, project: Path | None = None, title: str = DEFAULT_TITLE) -> DocsSite:
-    """Stage the report folder as an MkDocs project (in project, else a temporary folder) and build it into site."""
+def build_docs(reports: Path, site: Path, project: Path | None = None, title: str = DEFAULT_TITLE,
+               site_url: str = "") -> DocsSite:
+    """Stage the report folder as an MkDocs project (in project, else a temporary folder) and build it into site.
+
+    site_url, where the site will be published, gives MkDocs' 404 page and sitemap their full addresses.
+    """
     folder = read_folder(reports, "REPORTS")
     for page in [folder.path / "index.md", folder.path / "index.html",
                  *(folder.model_folder(entry) / "report.md" for entry in folder.entries)]:
@@ -75,12 +79,12 @@ def build_docs(reports: Path, site: Path, project: Path | None = None, title: st
     (site / SITE_MARKER).write_text("a docs site built by `reportgen docs`; the next build replaces it\n")
     with contextlib.ExitStack() as stack:
         where = project or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="reportgen-docs-")))
-        pages = stage(folder, where, site, title)
+        pages = stage(folder, where, site, title, site_url)
         _mkdocs_build(where / "mkdocs.yml")
     return DocsSite(site, pages, project)
 
 
-def stage(folder: ReportFolder, project: Path, site: Path, title: str) -> tuple[ModelPage, ...]:
+def stage(folder: ReportFolder, project: Path, site: Path, title: str, site_url: str = "") -> tuple[ModelPage, ...]:
     """Write project/mkdocs.yml and project/docs/ from the report folder; returns the model pages."""
     docs = project / "docs"
     if docs.exists():
@@ -103,7 +107,7 @@ def stage(folder: ReportFolder, project: Path, site: Path, title: str) -> tuple[
     (docs / STYLESHEET).parent.mkdir()
     (docs / STYLESHEET).write_text(resources.files("reportgen.templates").joinpath("docs.css").read_text("utf-8"))
     config = environment(html=False).get_template("mkdocs.yml.j2").render(
-        reports=str(folder.path), title=title, models=pages, stylesheet=STYLESHEET,
+        reports=str(folder.path), title=title, models=pages, stylesheet=STYLESHEET, site_url=site_url,
         site_dir=os.path.relpath(site.resolve(), project.resolve()))
     (project / "mkdocs.yml").write_text(config, encoding="utf-8")
     return tuple(pages)

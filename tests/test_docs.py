@@ -135,6 +135,18 @@ def test_no_page_loads_anything_from_another_host(built: Path) -> None:
     assert "gpt2" in search and "llama" in search
 
 
+def test_a_site_url_gives_the_404_page_and_the_sitemap_full_addresses(
+    reports: Path, run_cli: Cli, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    result = run_cli("docs", reports, "--site", site, "--site-url", "https://example.org/lora/")
+    assert result.exit_code == 0, result.output
+    stylesheets = [url for url in parse(site / "404.html").loads if url.endswith(".css")]
+    assert stylesheets and all(url.startswith("/lora/assets/") for url in stylesheets)
+    slug = json.loads((reports / "index.json").read_text())["models"][0]["slug"]
+    assert f"<loc>https://example.org/lora/{slug}/index.html</loc>" in (site / "sitemap.xml").read_text()
+
+
 def test_a_broken_image_fails_the_strict_build_in_one_line(reports: Path, run_cli: Cli, tmp_path: Path) -> None:
     broken = tmp_path / "reports"
     shutil.copytree(reports, broken)
