@@ -8,8 +8,11 @@ BIN := $(VENV)/bin
 MODELS ?= models.txt
 OUT ?= reports
 ARGS ?=
+SITE ?= site
+SITE_URL ?=
+WHEEL_CHECK := build/wheel-check
 
-.PHONY: help report test test-fast bench zoo update-gold typecheck clean
+.PHONY: help report test test-fast bench zoo update-gold typecheck clean docs wheel-check
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -17,10 +20,15 @@ help: ## List the targets
 report: $(VENV)/.installed ## Write the report site for MODELS (default models.txt) into OUT (default reports/)
 	$(BIN)/reportgen report --models $(MODELS) --out $(OUT) $(ARGS)
 
-test: $(VENV)/.installed ## Run the whole test suite (offline)
+docs: $(VENV)/.docs ## Write the reports (as make report) and build the docs site from them into SITE (default site/)
+	rc=0; $(BIN)/reportgen report --models $(MODELS) --out $(OUT) $(ARGS) || rc=$$?; \
+	  if [ $$rc -gt 1 ]; then exit $$rc; fi; $(BIN)/reportgen docs $(OUT) --site $(SITE) \
+	  $(if $(SITE_URL),--site-url $(SITE_URL)) && exit $$rc
+
+test: $(VENV)/.installed $(VENV)/.docs ## Run the whole test suite (offline)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(ARGS)
 
-test-fast: $(VENV)/.installed ## Run the tests without the slow sweeps and the browser test
+test-fast: $(VENV)/.installed $(VENV)/.docs ## Run the tests without the slow sweeps and the browser test
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow and not browser" $(ARGS)
 
 bench: $(VENV)/.installed ## Run the benchmark and write benchmarks/RESULTS.md
@@ -35,11 +43,26 @@ update-gold: $(VENV)/.installed ## Refresh the golden files in tests/gold/ (read
 typecheck: $(VENV)/.installed ## mypy --strict over the package
 	$(BIN)/python -m mypy reportgen
 
+wheel-check: ## Build the wheel, install it into a fresh virtual environment, write a report outside the checkout
+	rm -rf $(WHEEL_CHECK) && $(PYTHON) -m venv $(WHEEL_CHECK)/venv
+	$(WHEEL_CHECK)/venv/bin/python -m pip install --quiet --upgrade pip
+	$(WHEEL_CHECK)/venv/bin/python -m pip wheel --quiet --no-deps --wheel-dir $(WHEEL_CHECK)/dist .
+	$(WHEEL_CHECK)/venv/bin/python -m pip install --quiet $(WHEEL_CHECK)/dist/reportgen-*.whl
+	elsewhere=$$(mktemp -d) && cd $$elsewhere && printf 'HuggingFaceTB/SmolLM2-135M-Instruct\n' > models.txt && \
+	  $(CURDIR)/$(WHEEL_CHECK)/venv/bin/reportgen report --models models.txt --out reports && \
+	  test -s reports/HuggingFaceTB--SmolLM2-135M-Instruct/report.html && test -s reports/index.html && \
+	  cd / && rm -rf $$elsewhere
+	@echo "wheel-check: the wheel installs into a fresh environment and writes a report outside the checkout"
+
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-clean: ## Remove the virtual environment and the default report folder
-	rm -rf $(VENV) $(OUT)
+$(VENV)/.docs: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test,docs]'
+	touch $@
+
+clean: ## Remove the virtual environment, the default report folder and the docs site
+	rm -rf $(VENV) $(OUT) $(SITE) $(WHEEL_CHECK)

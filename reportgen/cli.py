@@ -385,6 +385,85 @@ def cache_clear(cache_dir: Path | None) -> None:
     click.echo(f"removed {removed} entr{'y' if removed == 1 else 'ies'} from {store.root}")
 
 
+@cli.command()
+@click.argument("old", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+@click.option("--exit-code", is_flag=True,
+              help="Exit 1 when anything changed and 0 when nothing did (as git diff --exit-code).")
+@click.option("--out", "out_file", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="FILE",
+              help="Write the diff to FILE instead of the standard output.")
+@click.option("--format", "output_format", type=click.Choice(["markdown", "json"]), default="markdown",
+              show_default=True, help="markdown fits a pull-request comment; json gives the same changes to other tools.")
+def diff(old: Path, new: Path, exit_code: bool, out_file: Path | None, output_format: str) -> None:
+    """Show what changed between two report folders (OLD and NEW, as `reportgen report` wrote them).
+
+    Models added and removed; changes of status first (a model that failed, a
+    new mismatch between the formula and PEFT, a merge check that no longer
+    passes); then for each model every changed total, module row, cell, memory
+    figure and merge check, old -> new with the difference; and changed ranks,
+    scenarios, methods and library versions. Folders of different schema
+    versions are compared on the fields both have. The same folders give the
+    same bytes.
+
+    Exit status: 0 (with --exit-code: 0 when nothing changed, 1 when anything
+    did), 2 when OLD or NEW is not a report folder.
+
+    \b
+    Example:
+        reportgen diff base-reports reports --out diff.md
+        reportgen diff base-reports reports --exit-code --format json
+    """
+    from .diff import diff_folders
+    from .render.diffreport import diff_json, diff_markdown
+
+    with _click_errors():
+        result = diff_folders(old, new)
+    text = diff_json(result) if output_format == "json" else diff_markdown(result)
+    if out_file is None:
+        click.echo(text, nl=False)
+    else:
+        try:
+            out_file.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise click.ClickException(f"cannot write the diff to {out_file}: {exc}") from None
+    sys.exit(1 if exit_code and result.changed else 0)
+
+
+@cli.command()
+@click.argument("reports", type=click.Path(path_type=Path), default=Path("reports"))
+@click.option("--site", type=click.Path(path_type=Path, file_okay=False), default=Path("site"), show_default=True,
+              help="Folder the site is built into; new, empty, or an earlier site (it is emptied first).")
+@click.option("--project", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
+              help="Keep the MkDocs project (mkdocs.yml and docs/) in DIR, to serve it (mkdocs serve) or build it "
+                   "with Zensical [default: a temporary folder].")
+@click.option("--title", default=None, help="The site's name [default: LoRA report].")
+@click.option("--site-url", default="", metavar="URL",
+              help="Where the site will be published (https://org.github.io/repo/): gives the 404 page and the "
+                   "sitemap full addresses. Without it the site works from any address but its 404 page only at a "
+                   "host's root.")
+def docs(reports: Path, site: Path, project: Path | None, title: str | None, site_url: str) -> None:
+    """Build a static docs site (MkDocs, Material theme, strict) from a report folder's Markdown.
+
+    REPORTS is a folder that `reportgen report` wrote [default: reports]. The
+    home page is the cross-model table and chart; each model has its page in the
+    navigation, with its charts and a link to its self-contained report.html.
+    Search runs in the page and no request leaves the site. Needs
+    `pip install 'reportgen[docs]'`.
+
+    \b
+    Example:
+        reportgen report --models models.txt --out reports && reportgen docs reports --site site
+        python -m http.server --directory site      # then open http://localhost:8000
+    """
+    from .docs import DEFAULT_TITLE, build_docs
+
+    with _click_errors():
+        built = build_docs(reports, site, project, title or DEFAULT_TITLE, site_url)
+    kept = f"; MkDocs project in {built.project}/" if built.project else ""
+    click.echo(f"built the docs site for {len(built.pages)} model(s) into {site}/ "
+               f"(home page: {site / 'index.html'}{kept})")
+
+
 def main() -> None:
     """Console-script entry point."""
     cli()

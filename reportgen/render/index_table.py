@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections import Counter
+import importlib.resources
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -20,7 +21,7 @@ from ..resolve import HUB_ID
 from .jinja import TEMPLATES
 from .view import IndexRow, IndexView
 
-SCRIPT = TEMPLATES / "index.js"
+SCRIPT = "index.js"  # in the templates package, beside the templates
 LOCAL = "local"  # the organisation of a model given as a path
 UNKNOWN_TYPE = "unknown"  # the model type of a line that failed before its config was read
 MERGE_STATUSES = ("passed", "failed", "error", "skipped", "not_run")  # not_applicable is offered apart
@@ -217,5 +218,5 @@ def index_table(view: IndexView) -> IndexTable:
     entries = index_entries(view)
     return IndexTable(columns=columns(view.result.ranks, view.memory_setting), entries=entries,
                       counts=counts(entries), ranks=view.result.ranks,
-                      script=SCRIPT.read_text(encoding="utf-8"))
+                      script=importlib.resources.files(TEMPLATES).joinpath(SCRIPT).read_text(encoding="utf-8"))
 

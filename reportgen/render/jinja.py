@@ -1,21 +1,22 @@
-"""The Jinja2 environment both page formats share: templates/ at the project root, strict, with number filters."""
+"""The Jinja2 environment every page format shares: reportgen.templates, strict, with number filters.
+
+The templates live in templates/ at the project root; the package ships them as ``reportgen.templates``
+(pyproject.toml maps the folder), so a checkout, an editable install and a wheel all load them the same way.
+"""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jinja2
-
-import reportgen
 
 from .. import formatting
 from ..data import REFERENCE
 from .compare import method_title
 
-TEMPLATES = Path(reportgen.__file__).parent.parent / "templates"
+TEMPLATES = "reportgen.templates"  # the package that holds the templates and report.css
 
 # Every number filter is formatting's: the pages, the terminal and the charts write a figure the same way.
 FILTERS: dict[str, Callable[..., str]] = {
@@ -26,14 +27,12 @@ FILTERS: dict[str, Callable[..., str]] = {
 
 @functools.lru_cache(maxsize=None)
 def environment(html: bool, finalize: Callable[[Any], Any] | None = None) -> jinja2.Environment:
-    """A strict environment over templates/: HTML templates autoescaped, Markdown ones given finalize.
+    """A strict environment over the templates: HTML templates autoescaped, Markdown ones given finalize.
 
     One environment per kind for the whole process, so each template is compiled once.
     """
-    if not TEMPLATES.is_dir():
-        raise FileNotFoundError(f"reportgen's templates folder is missing: {TEMPLATES}")
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
+        loader=jinja2.PackageLoader(TEMPLATES, "."),  # through importlib: a folder or a zipped package
         autoescape=jinja2.select_autoescape(
             enabled_extensions=("html.j2", "css"), disabled_extensions=("md.j2",), default=True
         ) if html else False,

@@ -1,0 +1,1 @@
+"""reportgen's Jinja templates and CSS; shipped as the package ``reportgen.templates`` (see pyproject.toml)."""
