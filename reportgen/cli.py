@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from .data import BASE_DTYPES, OPTIMIZERS, SEED_SCENARIOS, MemoryAssumptions, Scenario
+from .memory_data import ADAPTER_DTYPES, ATTENTIONS, FULL_PRECISIONS
 from .errors import ReportgenError, UsageError
 
 RANK = re.compile(r"^[0-9]+$")  # ASCII digits only: str.isdigit() also accepts "²"
@@ -79,7 +80,19 @@ def study_options(func: Any) -> Any:
 
 
 MEMORY_DEFAULTS = MemoryAssumptions()
-MEMORY_OPTIONS = ("seq_len", "batch_size", "grad_checkpointing", "optimizer", "base_dtype")
+MEMORY_OPTIONS = ("seq_len", "batch_size", "grad_checkpointing", "optimizer", "base_dtype", "attention",
+                  "adapter_dtype", "full_precision", "gpu_sizes_gib", "headroom_gib")
+
+
+def _gpu_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    sizes: list[int] = []
+    for part in value.split(","):
+        part = part.strip()
+        if not RANK.match(part) or int(part) < 1:
+            raise click.BadParameter(f"{part!r} is not a whole number of GiB (example: --gpu-memory 24,48,80)")
+        if int(part) not in sizes:
+            sizes.append(int(part))
+    return tuple(sizes)
 
 
 def memory_options(func: Any) -> Any:
@@ -93,9 +106,27 @@ def memory_options(func: Any) -> Any:
         click.option("--grad-checkpointing/--no-grad-checkpointing", default=d.grad_checkpointing,
                      show_default=True, help="Recompute each layer in the backward pass (keeps layer inputs only)."),
         click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=d.optimizer, show_default=True,
-                     help="adamw: fp32 m and v (8 bytes per trainable parameter); adamw-8bit: block-wise 8-bit."),
+                     help="adamw: torch's AdamW, m and v like each parameter (fp32 for fp32 adapters); adamw-8bit: "
+                          "block-wise 8-bit; paged-*: bitsandbytes' paged optimizers (states outside PyTorch's "
+                          "allocator)."),
         click.option("--base-dtype", type=click.Choice(BASE_DTYPES), default=d.base_dtype, show_default=True,
                      help="Frozen base weights of full and lora (qlora is always NF4, embeddings and head 16-bit)."),
+        click.option("--attention", type=click.Choice(ATTENTIONS), default=d.attention, show_default=True,
+                     help="sdpa: transformers' default, keeps no s x s scores; eager: keeps them."),
+        click.option("--adapter-dtype", type=click.Choice(ADAPTER_DTYPES), default=d.adapter_dtype,
+                     show_default=True,
+                     help="fp32: PEFT's default (16-bit adapters upcast, inputs cast to fp32); base: adapters in "
+                          "the base dtype (litgpt's bf16-true)."),
+        click.option("--full-precision", type=click.Choice(FULL_PRECISIONS), default=d.full_precision,
+                     show_default=True,
+                     help="Full fine-tuning: mixed (fp32 master copy and AdamW states, 16 bytes per parameter) "
+                          "or bf16 (weights, gradients and states in bf16, as litgpt and torchtune; 8 bytes)."),
+        click.option("--gpu-memory", "gpu_sizes_gib", default=",".join(map(str, d.gpu_sizes_gib)),
+                     show_default=True, callback=_gpu_sizes, metavar="GIB[,GIB]",
+                     help="GPU sizes in GiB (2^30 bytes) for the fit marks and the chart's lines."),
+        click.option("--gpu-headroom", "headroom_gib", type=click.FloatRange(min=0), default=d.headroom_gib,
+                     show_default=True, metavar="GIB",
+                     help="GiB a row must leave free on a GPU to count as fitting (CUDA context, fragmentation)."),
     ]
 
     @functools.wraps(func)
