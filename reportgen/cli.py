@@ -81,7 +81,7 @@ def study_options(func: Any) -> Any:
 
 MEMORY_DEFAULTS = MemoryAssumptions()
 MEMORY_OPTIONS = ("seq_len", "batch_size", "grad_checkpointing", "optimizer", "base_dtype", "attention",
-                  "adapter_dtype", "full_precision", "gpu_sizes_gib", "headroom_gib")
+                  "adapter_dtype", "full_precision", "lora_dropout", "gpu_sizes_gib", "headroom_gib")
 
 
 def _gpu_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -121,6 +121,10 @@ def memory_options(func: Any) -> Any:
                      show_default=True,
                      help="Full fine-tuning: mixed (fp32 master copy and AdamW states, 16 bytes per parameter) "
                           "or bf16 (weights, gradients and states in bf16, as litgpt and torchtune; 8 bytes)."),
+        click.option("--lora-dropout", type=click.FloatRange(min=0, max=1, max_open=True), default=d.lora_dropout,
+                     show_default=True,
+                     help="LoRA dropout of the trained adapters (memory only: a dropped copy of each adapted "
+                          "module's input and its mask are kept)."),
         click.option("--gpu-memory", "gpu_sizes_gib", default=",".join(map(str, d.gpu_sizes_gib)),
                      show_default=True, callback=_gpu_sizes, metavar="GIB[,GIB]",
                      help="GPU sizes in GiB (2^30 bytes) for the fit marks and the chart's lines."),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .data import MemoryAssumptions, ModuleRow
+from .rows import OUTPUT_HEAD
 
 if TYPE_CHECKING:
     from .memory import MemoryShape
@@ -35,6 +36,8 @@ class Training:
     chosen: tuple[ModuleRow, ...] = ()  # the adapted rows
     rank: int = 0
     quantised: bool = False  # QLoRA: bitsandbytes' 4-bit matmul keeps every quantised Linear's input
+    dropout: bool = False  # lora_dropout > 0: each adapted module keeps its dropped input and the mask
+    mask: int = MASK  # bytes per dropout-mask value: a bool on CUDA (fused native_dropout)
 
 
 @dataclass(frozen=True)
@@ -75,28 +78,34 @@ def _active(row: ModuleRow, shape: MemoryShape) -> int:
     return shape.experts_per_token if row.kind == "experts" else 1
 
 
+def _own_copy(training: Training) -> int:
+    """Bytes per input value an adapted module keeps of its own: the cast (or dropped) input, and a dropout mask."""
+    return training.adapter + (training.mask if training.dropout else 0)
+
+
 def linear_inputs_per_token(shape: MemoryShape, a: MemoryAssumptions, training: Training) -> int:
     """The inputs the Linear layers of all blocks keep, per token (summed over layers).
 
     A trainable (or 4-bit) Linear keeps its input for its weight's gradient, shared by every module that
     reads the same tensor; a frozen one keeps nothing. PEFT casts an adapter's input to the adapter's dtype,
-    so with fp32 adapters on a 16-bit model each adapted module keeps its own fp32 copy; LoRA's x A is kept
-    for B's gradient.
+    so with fp32 adapters on a 16-bit model each adapted module keeps its own fp32 copy; with lora_dropout each
+    keeps its own dropped copy and the dropout's mask; LoRA's x A is kept for B's gradient.
     """
     layers = shape.layers
-    chosen = [row for row in training.chosen if row.part != "head"]
+    chosen = [row for row in training.chosen if row.part != OUTPUT_HEAD]
     total = 0
+    own = training.adapter != training.element or training.dropout  # each adapted module keeps its own copy
     for group in ("attn_in", "o_in", "mlp_in", "down_in"):
         adapted = [row for row in chosen if GROUP_OF_ROLE.get(row.role) == group]
         width = _group_width(shape, group)
         active = shape.experts_per_token if shape.experts > 1 and group in ("mlp_in", "down_in") else 1
-        shared = training.full or training.quantised or (adapted and training.adapter == training.element)
+        shared = training.full or training.quantised or (adapted and not own)
         if shared and not (group == "o_in" and not a.attention_scores_stored):
             total += layers * active * training.element * width  # (SDPA's output is o_proj's input: kept once)
-        if training.adapter != training.element:
-            total += sum(row.layers * _active(row, shape) * training.adapter * row.shape[1] for row in adapted)
+        if own:
+            total += sum(row.layers * _active(row, shape) * _own_copy(training) * row.shape[1] for row in adapted)
     others = [row for row in chosen if row.role not in GROUP_OF_ROLE]  # routers and the like: their own input
-    total += sum(row.layers * _active(row, shape) * training.adapter * row.shape[1] for row in others)
+    total += sum(row.layers * _active(row, shape) * _own_copy(training) * row.shape[1] for row in others)
     total += sum(row.layers * _active(row, shape) * training.adapter * training.rank for row in chosen)  # x A
     return total
 
@@ -126,12 +135,12 @@ def mlp_per_token(shape: MemoryShape, element: int) -> int:
 
 def head_per_token(shape: MemoryShape, training: Training) -> int:
     """The final norm, the head's input (when the head trains) and the loss's fp32 log-probabilities."""
-    head_rows = [row for row in training.chosen if row.part == "head"]
+    head_rows = [row for row in training.chosen if row.part == OUTPUT_HEAD]
     head_input = training.element * shape.hidden if training.full else 0
-    if head_rows and training.adapter == training.element:
+    if head_rows and training.adapter == training.element and not training.dropout:
         head_input = training.element * shape.hidden
-    adapters = sum(training.adapter * (row.shape[1] * (training.adapter != training.element) + training.rank)
-                   for row in head_rows)
+    own = training.adapter != training.element or training.dropout
+    adapters = sum(_own_copy(training) * row.shape[1] * own + training.adapter * training.rank for row in head_rows)
     # ForCausalLMLoss: logits.float() then cross_entropy; log_softmax keeps its fp32 output for the backward.
     return norm_per_token(shape, training) + head_input + adapters + FP32 * shape.vocab
 

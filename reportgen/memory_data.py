@@ -71,6 +71,7 @@ class MemoryAssumptions:
     attention: str = "sdpa"  # sdpa (transformers' default: no s x s scores kept) or eager (scores kept)
     adapter_dtype: str = "fp32"  # fp32 (PEFT's default autocast) or base (the base weights' dtype)
     full_precision: str = "mixed"  # full fine-tuning: mixed (fp32 master copy and states) or bf16 (all bf16)
+    lora_dropout: float = 0.0  # PEFT's default; above 0 each adapted module keeps its dropped input and a mask
     scenario: str = "all_linear"  # the scenario of the headline rows (the chart)
     rank: int | None = None  # the rank of the headline rows; None: the largest rank of the study
     gpu_sizes_gib: tuple[int, ...] = (24, 40, 80)  # the GPU memory sizes the fit marks and chart use, in GiB

@@ -42,11 +42,22 @@ class Case:
     attention: str
     seq_len: int
     grad_checkpointing: bool
+    adapter_dtype: str = "fp32"  # PEFT's default autocast, or base: bf16 adapters
+    lora_dropout: float = 0.0
 
     @property
     def label(self) -> str:
         ckpt = "checkpointing" if self.grad_checkpointing else "no checkpointing"
-        return f"{self.method}, {self.attention}, s={self.seq_len}, {ckpt}"
+        extra = "" if self.method == "full" else f", {self.adapter_dtype} adapters" + (
+            f", dropout {self.lora_dropout:g}" if self.lora_dropout else "")
+        return f"{self.method}, {self.attention}, s={self.seq_len}, {ckpt}{extra}"
+
+    @property
+    def assumptions(self) -> MemoryAssumptions:
+        """The estimate's assumptions for this case (batch 1, bf16 base)."""
+        return MemoryAssumptions(seq_len=self.seq_len, batch_size=1, grad_checkpointing=self.grad_checkpointing,
+                                 attention=self.attention, adapter_dtype=self.adapter_dtype,
+                                 lora_dropout=self.lora_dropout)
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,10 @@ CASES = tuple(
     Case(method, attention, seq_len, ckpt)
     for method in ("lora", "full") for attention in ("sdpa", "eager") for seq_len in (128, 256)
     for ckpt in (False, True)
+) + (  # litgpt's LoRA settings: bf16 adapters, LoRA dropout
+    Case("lora", "sdpa", 256, False, "base"),
+    Case("lora", "sdpa", 256, False, "fp32", 0.05),
+    Case("lora", "sdpa", 256, False, "base", 0.05),
 )
 
 
@@ -120,7 +135,8 @@ def shrunk_model(case: Case) -> Any:
     if case.method == "lora":
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=RANK, target_modules="all-linear", lora_dropout=0.0))
+        config = LoraConfig(r=RANK, target_modules="all-linear", lora_dropout=case.lora_dropout)
+        model = get_peft_model(model, config, autocast_adapter_dtype=case.adapter_dtype == "fp32")
     if case.grad_checkpointing:
         model.gradient_checkpointing_enable()  # transformers' default: non-reentrant torch.utils.checkpoint
     model.train()
@@ -173,15 +189,16 @@ def estimated(case: Case) -> ActivationTerms:
     meta = build_meta_model(config)
     analysis = analyse(Built(resolved, config, meta, dimensions(config), describe_build(resolved, meta)))
     shape = memory_shape(analysis.info.dimensions, analysis.rows, config)
-    a = MemoryAssumptions(seq_len=case.seq_len, batch_size=1, grad_checkpointing=case.grad_checkpointing,
-                          attention=case.attention)
+    a = case.assumptions
     if case.method == "full":
         return activation_terms(shape, a, Training(full=True, element=2, adapter=2))
     plan = plan_cell(Scenario("all_linear", (ALL_LINEAR,), ""), RANK, DEFAULT_VARIANTS[0], analysis.rows,
                      analysis.info.model_type)
     element, adapter = adapter_bytes("lora", a)
+    # On CPU torch's dropout is not fused: it keeps its mask in the input's dtype, not as a bool
+    # (ATen Dropout.cpp, is_fused_kernel_acceptable: CUDA and XPU only).
     return activation_terms(shape, a, Training(full=False, element=element, adapter=adapter, chosen=plan.rows,
-                                               rank=RANK))
+                                               rank=RANK, dropout=case.lora_dropout > 0, mask=adapter))
 
 
 def compare(case: Case) -> Measurement:

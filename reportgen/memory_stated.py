@@ -71,8 +71,11 @@ def stated_assumptions(a: MemoryAssumptions) -> tuple[Assumption, ...]:
         Assumption("adapter_dtype", a.adapter_dtype,
                    "fp32: LoRA A and B and their gradients are fp32 (PEFT upcasts 16-bit adapters by default) "
                    "and PEFT casts each adapted module's input to fp32; base: adapters in the base weights' "
-                   "dtype, no cast (litgpt's bf16-true); lora_dropout 0, so adapters store no mask",
-                   f"--adapter-dtype; {PEFT_SOURCE}"),
+                   "dtype, no cast (litgpt's bf16-true)", f"--adapter-dtype; {PEFT_SOURCE}"),
+        Assumption("lora_dropout", f"{a.lora_dropout:g}",
+                   "0 (PEFT's default): the adapters keep no extra tensor; above 0 each adapted module keeps its "
+                   "own dropped copy of its input (in the adapter dtype) and the dropout's mask (1 byte per value)",
+                   f"--lora-dropout; {PEFT_CAST}"),
         Assumption("full_precision", ("mixed precision" if full_mixed else "fp32") if a.full_precision == "mixed"
                    else "bf16",
                    "mixed: full fine-tuning's weights and gradients in the weight dtype, with 16-bit weights an "
