@@ -26,6 +26,7 @@ FP32 = 4
 INT8_BYTES = 1
 NF4_BITS = 4
 ADAM_STATES = 2  # m and v
+ROTARY_NAMES = ("rope_parameters", "rope_theta", "rotary_dim", "rotary_pct", "rotary_emb_base")
 TOP_K_NAMES = ("num_experts_per_tok", "num_experts_per_token", "moe_topk", "top_k", "num_selected_experts")
 DROPOUT_NAMES = (
     "attention_dropout", "attn_pdrop", "resid_pdrop", "hidden_dropout", "attention_probs_dropout_prob",
@@ -42,6 +43,7 @@ class MemoryShape:
     experts_per_token: int
     dropout: bool
     rms_norm: bool = True  # RMSNorm (upcast to fp32, as transformers' implementations do) or LayerNorm
+    rotary: bool = True  # rotary position embeddings (cos and sin tables read by every layer)
 
     @property
     def layers(self) -> int:
@@ -103,6 +105,7 @@ def memory_shape(dims: Dimensions, rows: tuple[ModuleRow, ...], config: Any) -> 
         experts_per_token=experts_per_token(config) if dims.num_experts > 1 else 1,
         dropout=has_dropout(config),
         rms_norm=getattr(config, "rms_norm_eps", None) is not None,
+        rotary=any(getattr(config, name, None) is not None for name in ROTARY_NAMES),
     )
 
 

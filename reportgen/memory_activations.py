@@ -49,11 +49,12 @@ class ActivationTerms:
     layers_saved: int  # the saved tensors of the layers alive together: all, or the one recomputed
     head: int  # the final norm's, the output head's, and the loss's fp32 log-probabilities
     loss_buffers: int  # transient, in the loss's backward: two fp32 tensors the size of the logits
+    shared: int = 0  # one copy for every layer: rotary cos and sin; with checkpointing, eager's causal mask
 
     @property
     def saved(self) -> int:
         """What autograd keeps for the backward pass (what saved-tensor hooks see)."""
-        return self.layer_inputs + self.layers_saved + self.head
+        return self.layer_inputs + self.shared + self.layers_saved + self.head
 
     @property
     def total(self) -> int:
@@ -145,6 +146,15 @@ def head_per_token(shape: MemoryShape, training: Training) -> int:
     return norm_per_token(shape, training) + head_input + adapters + FP32 * shape.vocab
 
 
+def shared_bytes(shape: MemoryShape, a: MemoryAssumptions, element: int) -> int:
+    """Tensors every layer reads, kept once: rotary cos and sin (kept by q*cos, k*sin); with checkpointing the
+    checkpoint also holds eager attention's 4-D causal mask (SDPA's causal kernels take no mask)."""
+    tokens = a.seq_len * a.batch_size
+    rotary = 2 * tokens * shape.dims.head_dim * element if shape.rotary else 0
+    mask = a.batch_size * a.seq_len * a.seq_len * element if a.grad_checkpointing and a.attention_scores_stored else 0
+    return rotary + mask
+
+
 def activation_terms(shape: MemoryShape, a: MemoryAssumptions, training: Training) -> ActivationTerms:
     """Every activation of one training step, with or without gradient checkpointing."""
     tokens = a.seq_len * a.batch_size
@@ -155,8 +165,9 @@ def activation_terms(shape: MemoryShape, a: MemoryAssumptions, training: Trainin
     layer = tokens * all_layers // layers
     head = tokens * head_per_token(shape, training)
     loss_buffers = tokens * LOSS_BUFFERS_PER_LOGIT * shape.vocab
+    shared = shared_bytes(shape, a, training.element)
     if a.grad_checkpointing:
         # Only each layer's input is kept; one layer is recomputed (and alive) at a time.
         inputs = tokens * shape.layers * training.element * shape.hidden
-        return ActivationTerms(inputs, layer, layer, head, loss_buffers)
-    return ActivationTerms(0, layer, tokens * all_layers, head, loss_buffers)
+        return ActivationTerms(inputs, layer, layer, head, loss_buffers, shared)
+    return ActivationTerms(0, layer, tokens * all_layers, head, loss_buffers, shared)

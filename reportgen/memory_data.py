@@ -156,27 +156,43 @@ class MemoryRow:
 
 
 @dataclass(frozen=True)
+class PublishedCheck:
+    """One method's published GPU runs against the estimate: how many, how many within the band, the ratios."""
+
+    method: str
+    runs: int
+    within: int
+    low: float  # the lowest estimate / measured ratio
+    high: float
+
+    @property
+    def label(self) -> str:
+        title = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tuning"}.get(self.method, self.method)
+        return f"{title}: {self.within} of {self.runs} within the band (estimate / measured {self.low:.2f} to {self.high:.2f})"
+
+
+@dataclass(frozen=True)
 class MemoryValidation:
     """How the estimate was checked (computed by `make validate-memory`, read from its summary file)."""
 
     cpu_cases: int  # activation measurements on CPU (saved-tensor hooks)
     cpu_worst_percent: float  # the largest |estimate / measured - 1| among them, in percent
-    gpu_runs: int  # published GPU runs compared (reproducible ones)
-    gpu_within: int  # of those, within the band
-    gpu_band_percent: float  # the band, in percent
-    gpu_low: float  # the lowest estimate / measured ratio
-    gpu_high: float  # the highest
+    cpu_band_percent: float
+    band_percent: float  # the published runs' band
+    published: tuple[PublishedCheck, ...]  # per method
     excluded: int  # published runs that cannot be reproduced (listed with the reason in benchmarks/MEMORY.md)
 
     @property
     def cpu_label(self) -> str:
-        return f"activations measured on CPU within {self.cpu_worst_percent:.1f}% ({self.cpu_cases} cases)"
+        return (f"Activations measured on CPU (saved-tensor hooks, {self.cpu_cases} cases): the estimate is within "
+                f"{self.cpu_worst_percent:.1f}% of every one (band {self.cpu_band_percent:g}%).")
 
     @property
     def gpu_label(self) -> str:
-        return (f"{self.gpu_within} of {self.gpu_runs} published GPU runs within {self.gpu_band_percent:g}% "
-                f"(estimate / measured {self.gpu_low:.2f} to {self.gpu_high:.2f}; {self.excluded} not "
-                "reproducible, with the reason)")
+        runs = sum(check.runs for check in self.published)
+        return (f"{runs} published GPU runs (torch.cuda.max_memory_allocated), band {self.band_percent:g}%: "
+                + "; ".join(check.label for check in self.published)
+                + f"; {self.excluded} more cannot be reproduced with PEFT.")
 
 
 @dataclass(frozen=True)

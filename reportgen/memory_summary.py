@@ -10,6 +10,7 @@ import json
 from importlib import resources
 
 from .data import MemoryAssumptions, MemoryContext, MemoryValidation
+from .memory_data import PublishedCheck
 
 SUMMARY_FILE = "summary.json"
 
@@ -20,6 +21,7 @@ def read_validation() -> MemoryValidation | None:
     if not path.is_file():
         return None
     fields = json.loads(path.read_text(encoding="utf-8"))
+    fields["published"] = tuple(PublishedCheck(**check) for check in fields["published"])
     return MemoryValidation(**fields)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import MemoryAssumptions, MemoryRow, MemoryValidation
+from .memory_data import PublishedCheck
 from .memory_measure import Measurement
 
 CHECKS = "memory_checks"
@@ -35,6 +36,7 @@ class PublishedRun:
     peak_gb: float  # GB = 10^9 bytes
     source: str
     not_reproducible: str = ""  # why reportgen's options cannot reproduce the run ("" when they can)
+    note: str = ""  # why the estimate misses the run, for a run outside the band (found, never tuned away)
 
     @property
     def measured_bytes(self) -> int:
@@ -155,15 +157,17 @@ def summarise(measurements: tuple[Measurement, ...], checks: tuple[RunCheck, ...
               band_percent: float) -> MemoryValidation:
     """The figures a report quotes, computed from the measurements and the runs."""
     reproducible = [check for check in checks if not check.run.not_reproducible]
-    ratios = [check.ratio for check in reproducible]
+    published = []
+    for method in dict.fromkeys(check.run.method for check in reproducible):
+        ratios = [check.ratio for check in reproducible if check.run.method == method]
+        published.append(PublishedCheck(method, len(ratios), sum(1 for r in ratios if within(r, band_percent)),
+                                        round(min(ratios), 2), round(max(ratios), 2)))
     return MemoryValidation(
         cpu_cases=len(measurements),
         cpu_worst_percent=round(max(abs(m.ratio - 1) for m in measurements) * 100, 1),
-        gpu_runs=len(reproducible),
-        gpu_within=sum(1 for ratio in ratios if within(ratio, band_percent)),
-        gpu_band_percent=band_percent,
-        gpu_low=round(min(ratios), 2),
-        gpu_high=round(max(ratios), 2),
+        cpu_band_percent=CPU_BAND_PERCENT,
+        band_percent=band_percent,
+        published=tuple(published),
         excluded=len(checks) - len(reproducible),
     )
 
@@ -173,3 +177,72 @@ def write_summary(summary: MemoryValidation, package: Path) -> Path:
     path = package / CHECKS / "summary.json"
     path.write_text(json.dumps(dataclasses.asdict(summary), indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def _gb(value: int) -> str:
+    return f"{value / 1e9:.2f}"
+
+
+def _cpu_section(measurements: tuple[Measurement, ...]) -> list[str]:
+    from .memory_measure import MEASURED_LAYERS, MEASURED_MODEL, MEASURED_VOCAB, RANK
+
+    lines = [
+        "## Activations measured on CPU", "",
+        f"One forward pass with labels of `{MEASURED_MODEL}` shrunk to {MEASURED_LAYERS} layers and a vocabulary "
+        f"of {MEASURED_VOCAB:,} (same widths, random bf16 weights), batch 1, under `torch.autograd.graph.saved_tensors_hooks`: the bytes of every "
+        "distinct storage autograd keeps for the backward pass, weights and buffers excluded. LoRA is PEFT's "
+        f"all-linear at r={RANK}. With gradient checkpointing (transformers' non-reentrant checkpoint) the "
+        "checkpoint keeps each layer's inputs (recorded where transformers hands them to it) and recomputes one "
+        "layer at a time: that layer's forward is measured on its own under the same hooks. The estimate is "
+        "reportgen's activation term without the loss's transient buffers (which are not saved tensors); on CPU "
+        "torch's unfused dropout keeps its mask in the input's dtype, so the estimate of those cases does too.",
+        "", f"Band: {CPU_BAND_PERCENT:g}%.", "",
+        "| case | part | measured (bytes) | estimate (bytes) | estimate / measured |",
+        "|:---|:---|---:|---:|---:|",
+    ]
+    for m in measurements:
+        for part, measured, estimated in m.parts:
+            ratio = f"{estimated / measured:.3f}" if measured else "-"
+            lines.append(f"| {m.case.label} | {part} | {measured:,} | {estimated:,} | {ratio} |")
+        if len(m.parts) > 1:
+            lines.append(f"| {m.case.label} | **sum** | **{m.measured:,}** | **{m.estimated:,}** | **{m.ratio:.3f}** |")
+    return lines
+
+
+def _gpu_section(published: PublishedRuns, checks: tuple[RunCheck, ...]) -> list[str]:
+    lines = ["## Published GPU runs", ""]
+    for source in published.sources.values():
+        lines += [f"**{source.name}**: {source.title}. Measured with {source.measured}. {source.settings}", ""]
+    lines += [
+        f"Each run's settings go through reportgen's own options (the command in the table). The estimate is what "
+        "`torch.cuda.max_memory_allocated()` can see: the total less a paged optimizer's states (bitsandbytes keeps "
+        f"them in CUDA unified memory, outside PyTorch's allocator). GB = 10^9 bytes. Band: {published.band_percent:g}%.",
+        "",
+        "| # | run | reportgen command | estimate (GB) | measured (GB) | measured - estimate (GB) | estimate / measured | |",
+        "|---:|:---|:---|---:|---:|---:|---:|:---|",
+    ]
+    for index, check in enumerate(checks, 1):
+        run = check.run
+        verdict = (f"not reproducible: {run.not_reproducible}" if run.not_reproducible else
+                   "within the band" if within(check.ratio, published.band_percent) else f"outside: {run.note}")
+        lines.append(
+            f"| {index} | {run.model}, {run.method}, micro-batch {run.batch_size} | `{check.command}` | "
+            f"{_gb(check.estimated_bytes)} | {run.peak_gb:.2f} | {_gb(run.measured_bytes - check.estimated_bytes)} | "
+            f"{check.ratio:.3f} | {verdict} |")
+    return lines
+
+
+def memory_markdown(measurements: tuple[Measurement, ...], published: PublishedRuns,
+                    checks: tuple[RunCheck, ...], versions: str) -> str:
+    """benchmarks/MEMORY.md: the CPU measurements and the published runs against the estimate."""
+    summary = summarise(measurements, checks, published.band_percent)
+    lines = [
+        "# The memory estimate against measurements", "",
+        f"Written by `make validate-memory` ({versions}); the reports quote its summary "
+        "(reportgen/memory_checks/summary.json). A run is reported, never tuned to.", "",
+        f"- {summary.cpu_label}", f"- {summary.gpu_label}",
+        "- This project's own GPU measurements (LoRA and QLoRA training steps with `torch.cuda.max_memory_allocated`) "
+        "are not made: no GPU was available when this validation was written.", "",
+        *_cpu_section(measurements), "", *_gpu_section(published, checks), "",
+    ]
+    return "\n".join(lines)
