@@ -184,7 +184,7 @@ class MemoryValidation:
 
     @property
     def cpu_label(self) -> str:
-        return (f"Activations measured on CPU (saved-tensor hooks, {self.cpu_cases} cases): the estimate is within "
+        return (f"activations measured on CPU (saved-tensor hooks, {self.cpu_cases} cases): the estimate is within "
                 f"{self.cpu_worst_percent:.1f}% of every one (band {self.cpu_band_percent:g}%).")
 
     @property
@@ -202,3 +202,5 @@ class MemoryContext:
     gpu_sizes_gib: tuple[int, ...] = (24, 40, 80)
     headroom_gib: float = 1.0
     validation: MemoryValidation | None = None
+    grad_checkpointing: bool = True
+    attention: str = "sdpa"

@@ -44,10 +44,11 @@ def _activations(a: MemoryAssumptions) -> Assumption:
         "MLP's inner activations (gated: gate, act(gate), up; experts: the top-k experts per token and the "
         "router logits); a trainable or 4-bit Linear's input (once per tensor read); with fp32 adapters on a "
         "16-bit model each adapted module's own fp32 copy of its input, and LoRA's x A; dropout masks only "
-        "where the config has dropout. Then the final norm and the loss's fp32 log-probabilities "
+        "where the config has dropout. Once for all layers: the rotary cos and sin (2*s*b*head_dim), with "
+        "checkpointing eager's causal mask (b*s*s). Then the final norm and the loss's fp32 log-probabilities "
         "(s*b*vocab*4). Checked against a CPU measurement with saved-tensor hooks (make validate-memory). "
-        "Not counted: the token ids, rotary tables (2*s*head_dim, shared), temporary kernel workspace, "
-        "QLoRA's dequantised weights (one matrix at a time)",
+        "Not counted: the token ids, temporary kernel workspace, QLoRA's dequantised weights (one matrix at "
+        "a time)",
         f"{KORTHIKANTI_2022}, rewritten per op; {PEFT_CAST}")
 
 

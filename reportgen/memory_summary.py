@@ -27,4 +27,5 @@ def read_validation() -> MemoryValidation | None:
 
 def memory_context(assumptions: MemoryAssumptions) -> MemoryContext:
     """What the memory section shows beside the rows, for one run's assumptions."""
-    return MemoryContext(assumptions.gpu_sizes_gib, assumptions.headroom_gib, read_validation())
+    return MemoryContext(assumptions.gpu_sizes_gib, assumptions.headroom_gib, read_validation(),
+                         assumptions.grad_checkpointing, assumptions.attention)

@@ -70,6 +70,15 @@ class MemoryView:
         return f"{self.context.headroom_gib:g} GiB"
 
     @property
+    def setting_words(self) -> str:
+        """Checkpointing and attention in words, defaults said as such."""
+        ckpt = ("on (the default, the usual choice for LoRA on one GPU)" if self.context.grad_checkpointing
+                else "off")
+        attention = ("SDPA (transformers' default: no s x s scores kept)" if self.context.attention == "sdpa"
+                     else "eager (the s x s scores are kept)")
+        return f"Gradient checkpointing {ckpt}; attention {attention}."
+
+    @property
     def validation(self) -> tuple[str, ...]:
         """How the estimate was checked, in words computed from the validation's summary; empty if none."""
         checked = self.context.validation
