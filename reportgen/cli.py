@@ -81,7 +81,7 @@ def study_options(func: Any) -> Any:
 
 MEMORY_DEFAULTS = MemoryAssumptions()
 MEMORY_OPTIONS = ("seq_len", "batch_size", "grad_checkpointing", "optimizer", "base_dtype", "attention",
-                  "adapter_dtype", "full_precision", "lora_dropout", "gpu_sizes_gib", "headroom_gib")
+                  "adapter_dtype", "full_precision", "lora_dropout", "gpu_sizes_gib", "headroom_gib", "scenario", "rank")
 
 
 def _gpu_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -125,6 +125,10 @@ def memory_options(func: Any) -> Any:
                      show_default=True,
                      help="LoRA dropout of the trained adapters (memory only: a dropped copy of each adapted "
                           "module's input and its mask are kept)."),
+        click.option("--memory-scenario", "scenario", default=d.scenario, show_default=True, metavar="NAME",
+                     help="The scenario of the headline memory rows (the table and the chart)."),
+        click.option("--memory-rank", "rank", type=click.IntRange(min=1), default=None, metavar="R",
+                     help="The rank of the headline memory rows [default: the study's largest]."),
         click.option("--gpu-memory", "gpu_sizes_gib", default=",".join(map(str, d.gpu_sizes_gib)),
                      show_default=True, callback=_gpu_sizes, metavar="GIB[,GIB]",
                      help="GPU sizes in GiB (2^30 bytes) for the fit marks and the chart's lines."),

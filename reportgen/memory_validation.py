@@ -17,6 +17,7 @@ from typing import Any
 
 from .data import MemoryAssumptions, MemoryRow, MemoryValidation
 from .memory_data import PublishedCheck
+from .errors import ReportgenError
 from .memory_measure import Measurement
 
 CHECKS = "memory_checks"
@@ -132,7 +133,8 @@ def estimate_run(run: PublishedRun, source: RunSource) -> RunCheck:
     options = run_options(run, source)
     assumptions, ranks, scenarios = parse_options(options)
     (scenario,) = scenarios
-    assumptions = dataclasses.replace(assumptions, scenario=scenario.name, rank=ranks[0])
+    if (assumptions.scenario, assumptions.rank or ranks[0]) != (scenario.name, ranks[0]):
+        raise ReportgenError(f"{run.model}: the run's options must make its scenario the headline memory row")
     path = resources.files("reportgen") / CHECKS / run.config
     spec = ModelSpec(str(path) if run.config.endswith(".json") else run.config, f"published run {run.model}")
     built = build(resolve(spec))
@@ -214,8 +216,8 @@ def _gpu_section(published: PublishedRuns, checks: tuple[RunCheck, ...]) -> list
     for source in published.sources.values():
         lines += [f"**{source.name}**: {source.title}. Measured with {source.measured}. {source.settings}", ""]
     lines += [
-        f"Each run's settings go through reportgen's own options (the command in the table). The estimate is what "
-        "`torch.cuda.max_memory_allocated()` can see: the total less a paged optimizer's states (bitsandbytes keeps "
+        f"Each run's settings go through reportgen's own options (the command in the table prints the run's "
+        "row as its headline LoRA or QLoRA row). The estimate is what `torch.cuda.max_memory_allocated()` can see: the total less a paged optimizer's states (bitsandbytes keeps "
         f"them in CUDA unified memory, outside PyTorch's allocator). GB = 10^9 bytes. Band: {published.band_percent:g}%.",
         "",
         "| # | run | reportgen command | estimate (GB) | measured (GB) | measured - estimate (GB) | estimate / measured | |",
