@@ -320,3 +320,13 @@ def test_inspect_prints_the_memory_table_and_its_assumptions(run_cli: Cli) -> No
     # SmolLM2-135M in bf16: its published 134,515,008 parameters * 2 bytes = 0.27 GB of weights.
     assert table.strip().splitlines()[1].split()[4] == "0.27"
     assert "Korthikanti et al. 2022" in assumptions and "Dettmers et al. 2023, QLoRA" in assumptions
+
+
+def test_memory_scenario_and_rank_choose_the_headline_rows(run_cli: Cli) -> None:
+    result = run_cli("inspect", SMOLLM2, "--ranks", "8,16", "--memory-scenario", "qkvo", "--memory-rank", "8")
+    assert result.exit_code == 0, result.output
+    table = result.output.split("Training memory (GB = 1e9 bytes)")[1].split("Assumptions")[0]
+    rows = [line.split()[:3] for line in table.strip().splitlines()[1:4]]
+    assert rows == [["full", "all_parameters", "-"], ["lora", "qkvo", "8"], ["qlora", "qkvo", "8"]]
+    bad = run_cli("inspect", SMOLLM2, "--attention", "flash")
+    assert bad.exit_code == 2 and "'flash' is not one of 'sdpa', 'eager'" in bad.output
