@@ -23,17 +23,22 @@ RANK = re.compile(r"^[0-9]+$")  # ASCII digits only: str.isdigit() also accepts 
 SCENARIO = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)=(?P<targets>[^=]+)$")
 
 
-def _ranks(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...]:
-    if value is None:
-        return ()
-    ranks: list[int] = []
+def _positive_integers(value: str, problem: str) -> tuple[int, ...]:
+    """Comma-separated positive integers, each once, in order; ``problem`` says what a bad one is not."""
+    numbers: list[int] = []
     for part in value.split(","):
         part = part.strip()
         if not RANK.match(part) or int(part) < 1:
-            raise click.BadParameter(f"{part!r} is not a positive integer (example: --ranks 4,8,16,64)")
-        if int(part) not in ranks:
-            ranks.append(int(part))
-    return tuple(ranks)
+            raise click.BadParameter(f"{part!r} is not {problem}")
+        if int(part) not in numbers:
+            numbers.append(int(part))
+    return tuple(numbers)
+
+
+def _ranks(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    return _positive_integers(value, "a positive integer (example: --ranks 4,8,16,64)")
 
 
 def _scenarios(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[Scenario, ...]:
@@ -85,14 +90,7 @@ MEMORY_OPTIONS = ("seq_len", "batch_size", "grad_checkpointing", "optimizer", "b
 
 
 def _gpu_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
-    sizes: list[int] = []
-    for part in value.split(","):
-        part = part.strip()
-        if not RANK.match(part) or int(part) < 1:
-            raise click.BadParameter(f"{part!r} is not a whole number of GiB (example: --gpu-memory 24,48,80)")
-        if int(part) not in sizes:
-            sizes.append(int(part))
-    return tuple(sizes)
+    return _positive_integers(value, "a whole number of GiB (example: --gpu-memory 24,48,80)")
 
 
 def memory_options(func: Any) -> Any:
