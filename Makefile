@@ -12,7 +12,7 @@ SITE ?= site
 SITE_URL ?=
 WHEEL_CHECK := build/wheel-check
 
-.PHONY: help report test test-fast bench zoo update-gold typecheck clean docs wheel-check
+.PHONY: help report test test-fast bench zoo update-gold typecheck clean docs wheel-check validate-memory
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ bench: $(VENV)/.installed ## Run the benchmark and write benchmarks/RESULTS.md
 
 zoo: $(VENV)/.installed ## Every causal-LM model type of the pinned transformers through reportgen: benchmarks/ZOO.md
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/zoo.py
+
+validate-memory: $(VENV)/.installed ## The memory estimate against CPU measurements and published GPU runs: benchmarks/MEMORY.md
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/validate_memory.py
 
 update-gold: $(VENV)/.installed ## Refresh the golden files in tests/gold/ (read the diff before committing)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m tests.update_gold

@@ -17,22 +17,28 @@ import click
 
 from .data import BASE_DTYPES, OPTIMIZERS, SEED_SCENARIOS, MemoryAssumptions, Scenario
 from .errors import OutputBusy, ReportgenError, UsageError
+from .memory_data import ADAPTER_DTYPES, ATTENTIONS, FULL_PRECISIONS
 
 RANK = re.compile(r"^[0-9]+$")  # ASCII digits only: str.isdigit() also accepts "²"
 SCENARIO = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)=(?P<targets>[^=]+)$")
 
 
-def _ranks(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...]:
-    if value is None:
-        return ()
-    ranks: list[int] = []
+def _positive_integers(value: str, problem: str) -> tuple[int, ...]:
+    """Comma-separated positive integers, each once, in order; ``problem`` says what a bad one is not."""
+    numbers: list[int] = []
     for part in value.split(","):
         part = part.strip()
         if not RANK.match(part) or int(part) < 1:
-            raise click.BadParameter(f"{part!r} is not a positive integer (example: --ranks 4,8,16,64)")
-        if int(part) not in ranks:
-            ranks.append(int(part))
-    return tuple(ranks)
+            raise click.BadParameter(f"{part!r} is not {problem}")
+        if int(part) not in numbers:
+            numbers.append(int(part))
+    return tuple(numbers)
+
+
+def _ranks(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    return _positive_integers(value, "a positive integer (example: --ranks 4,8,16,64)")
 
 
 def _scenarios(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[Scenario, ...]:
@@ -79,7 +85,12 @@ def study_options(func: Any) -> Any:
 
 
 MEMORY_DEFAULTS = MemoryAssumptions()
-MEMORY_OPTIONS = ("seq_len", "batch_size", "grad_checkpointing", "optimizer", "base_dtype")
+MEMORY_OPTIONS = ("seq_len", "batch_size", "grad_checkpointing", "optimizer", "base_dtype", "attention",
+                  "adapter_dtype", "full_precision", "lora_dropout", "gpu_sizes_gib", "headroom_gib", "scenario", "rank")
+
+
+def _gpu_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    return _positive_integers(value, "a whole number of GiB (example: --gpu-memory 24,48,80)")
 
 
 def memory_options(func: Any) -> Any:
@@ -93,9 +104,35 @@ def memory_options(func: Any) -> Any:
         click.option("--grad-checkpointing/--no-grad-checkpointing", default=d.grad_checkpointing,
                      show_default=True, help="Recompute each layer in the backward pass (keeps layer inputs only)."),
         click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=d.optimizer, show_default=True,
-                     help="adamw: fp32 m and v (8 bytes per trainable parameter); adamw-8bit: block-wise 8-bit."),
+                     help="adamw: torch's AdamW, m and v like each parameter (fp32 for fp32 adapters); adamw-8bit: "
+                          "block-wise 8-bit; paged-*: bitsandbytes' paged optimizers (states outside PyTorch's "
+                          "allocator)."),
         click.option("--base-dtype", type=click.Choice(BASE_DTYPES), default=d.base_dtype, show_default=True,
                      help="Frozen base weights of full and lora (qlora is always NF4, embeddings and head 16-bit)."),
+        click.option("--attention", type=click.Choice(ATTENTIONS), default=d.attention, show_default=True,
+                     help="sdpa: transformers' default, keeps no s x s scores; eager: keeps them."),
+        click.option("--adapter-dtype", type=click.Choice(ADAPTER_DTYPES), default=d.adapter_dtype,
+                     show_default=True,
+                     help="fp32: PEFT's default (16-bit adapters upcast, inputs cast to fp32); base: adapters in "
+                          "the base dtype (litgpt's bf16-true)."),
+        click.option("--full-precision", type=click.Choice(FULL_PRECISIONS), default=d.full_precision,
+                     show_default=True,
+                     help="Full fine-tuning: mixed (fp32 master copy and AdamW states, 16 bytes per parameter) "
+                          "or bf16 (weights, gradients and states in bf16, as litgpt and torchtune; 8 bytes)."),
+        click.option("--lora-dropout", type=click.FloatRange(min=0, max=1, max_open=True), default=d.lora_dropout,
+                     show_default=True,
+                     help="LoRA dropout of the trained adapters (memory only: a dropped copy of each adapted "
+                          "module's input and its mask are kept)."),
+        click.option("--memory-scenario", "scenario", default=d.scenario, show_default=True, metavar="NAME",
+                     help="The scenario of the headline memory rows (the table and the chart)."),
+        click.option("--memory-rank", "rank", type=click.IntRange(min=1), default=None, metavar="R",
+                     help="The rank of the headline memory rows [default: the study's largest]."),
+        click.option("--gpu-memory", "gpu_sizes_gib", default=",".join(map(str, d.gpu_sizes_gib)),
+                     show_default=True, callback=_gpu_sizes, metavar="GIB[,GIB]",
+                     help="GPU sizes in GiB (2^30 bytes) for the fit marks and the chart's lines."),
+        click.option("--gpu-headroom", "headroom_gib", type=click.FloatRange(min=0), default=d.headroom_gib,
+                     show_default=True, metavar="GIB",
+                     help="GiB a row must leave free on a GPU to count as fitting (CUDA context, fragmentation)."),
     ]
 
     @functools.wraps(func)

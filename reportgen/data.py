@@ -34,7 +34,9 @@ from .memory_data import (
     ZERO_2020 as ZERO_2020,
     Assumption as Assumption,
     MemoryAssumptions as MemoryAssumptions,
+    MemoryContext as MemoryContext,
     MemoryRow as MemoryRow,
+    MemoryValidation as MemoryValidation,
 )
 
 # The analysis's rows live in rows.py; re-exported, as the data model is read from here.
@@ -249,6 +251,7 @@ class ModelReport:
     schema_version: int = SCHEMA_VERSION
     memory: tuple[MemoryRow, ...] = ()
     memory_assumptions: tuple[Assumption, ...] = ()
+    memory_context: MemoryContext = MemoryContext()
     methods: tuple[str, ...] = ("lora",)
     explanation: tuple[CountLine, ...] = ()
     warnings: tuple[str, ...] = ()  # what libraries warned or printed while this model was built and counted

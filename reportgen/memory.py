@@ -18,6 +18,7 @@ from .peft_count import Counted
 from .formatting import GIB
 from .data import Cell, Dimensions, MemoryAssumptions, MemoryRow, ModelInfo, ModuleRow
 from .errors import ReportgenError
+from .memory_activations import ActivationTerms, Training, activation_terms
 
 FULL_SCENARIO = "all_parameters"
 FLOAT_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -25,6 +26,7 @@ FP32 = 4
 INT8_BYTES = 1
 NF4_BITS = 4
 ADAM_STATES = 2  # m and v
+ROTARY_NAMES = ("rope_parameters", "rope_theta", "rotary_dim", "rotary_pct", "rotary_emb_base")
 TOP_K_NAMES = ("num_experts_per_tok", "num_experts_per_token", "moe_topk", "top_k", "num_selected_experts")
 DROPOUT_NAMES = (
     "attention_dropout", "attn_pdrop", "resid_pdrop", "hidden_dropout", "attention_probs_dropout_prob",
@@ -40,6 +42,8 @@ class MemoryShape:
     gated_mlp: bool
     experts_per_token: int
     dropout: bool
+    rms_norm: bool = True  # RMSNorm (upcast to fp32, as transformers' implementations do) or LayerNorm
+    rotary: bool = True  # rotary position embeddings (cos and sin tables read by every layer)
 
     @property
     def layers(self) -> int:
@@ -100,6 +104,8 @@ def memory_shape(dims: Dimensions, rows: tuple[ModuleRow, ...], config: Any) -> 
         gated_mlp=any(row.role in ("gate", "gate_up") for row in rows),
         experts_per_token=experts_per_token(config) if dims.num_experts > 1 else 1,
         dropout=has_dropout(config),
+        rms_norm=getattr(config, "rms_norm_eps", None) is not None,
+        rotary=any(getattr(config, name, None) is not None for name in ROTARY_NAMES),
     )
 
 
@@ -161,113 +167,87 @@ def full_weight_bytes_per_param(a: MemoryAssumptions) -> int:
 # --- optimizer ---------------------------------------------------------------------------------------
 
 
-def optimizer_state_bytes(params: int, a: MemoryAssumptions, master_weights: bool) -> int:
-    """AdamW's m and v (fp32 or block-wise 8-bit) plus fp32 master weights under mixed precision."""
-    if a.optimizer == "adamw":
-        states = ADAM_STATES * FP32 * params
-    elif a.optimizer == "adamw-8bit":
+def optimizer_state_bytes(params: int, a: MemoryAssumptions, state_bytes: int, master_weights: bool) -> int:
+    """AdamW's m and v (``state_bytes`` each, or block-wise 8-bit) plus fp32 master weights under mixed precision."""
+    if a.optimizer in ("adamw", "paged-adamw"):
+        states = ADAM_STATES * state_bytes * params
+    elif a.optimizer in ("adamw-8bit", "paged-adamw-8bit"):
         blocks = math.ceil(params / a.adam_8bit_block_size)
         states = ADAM_STATES * (params * INT8_BYTES + blocks * FP32)
     else:
-        raise ReportgenError(f"unknown optimizer {a.optimizer!r} (choose adamw or adamw-8bit)")
+        raise ReportgenError(f"unknown optimizer {a.optimizer!r} (choose one of adamw, adamw-8bit, paged-adamw, "
+                             "paged-adamw-8bit)")
     return states + (params * FP32 if master_weights else 0)
+
+
+def state_bytes(a: MemoryAssumptions, param_bytes: int) -> int:
+    """Bytes of one AdamW state value: torch's AdamW allocates them like the parameter; bitsandbytes' 32-bit ones fp32."""
+    return FP32 if a.optimizer == "paged-adamw" else param_bytes
+
+
+def paged_bytes(optimizer: int, master: int, a: MemoryAssumptions) -> int:
+    """The part of the optimizer state a paged optimizer keeps outside PyTorch's allocator (not the master copy)."""
+    return optimizer - master if a.paged else 0
 
 
 # --- activations -------------------------------------------------------------------------------------
 
 
-def attention_layer_bytes(shape: MemoryShape, a: MemoryAssumptions, element: int) -> int:
-    """One attention block's stored activations, Korthikanti et al.'s 11sbh + 5as^2b rewritten for GQA."""
-    s, b, h = a.seq_len, a.batch_size, shape.hidden
-    tokens = s * b
-    # norm input, q/k/v input, q and k (for q k^T), v (for scores x v), o_proj input
-    elements = tokens * (h + h + shape.q_width + shape.kv_width + shape.kv_width + shape.q_width)
-    other = tokens * h if shape.dropout else 0  # dropout mask after o_proj, one byte per value
-    if a.attention_scores_stored:
-        elements += 2 * shape.heads * s * s * b  # softmax output, and its dropout output fed to x v
-        other += shape.heads * s * s * b if shape.dropout else 0  # the attention dropout mask
-    else:
-        elements += shape.q_width * tokens  # the attention output kept by the fused kernel
-        other += shape.heads * tokens * FP32  # its fp32 logsumexp per head and token
-    return elements * element + other
-
-
-def mlp_layer_bytes(shape: MemoryShape, a: MemoryAssumptions, element: int) -> int:
-    """One MLP block's stored activations: Korthikanti et al.'s 19sbh for the model's own MLP."""
-    tokens = a.seq_len * a.batch_size
-    h, i = shape.hidden, shape.intermediate
-    # gated: gate out, up out, act(gate), act(gate) * up; plain: fc1 out (act input), act out
-    per_token_inner = 4 * i if shape.gated_mlp else 2 * i
-    if shape.experts > 1:
-        # norm input, router input, router logits; each of the top-k experts gets its own copy of the input
-        elements = tokens * (2 * h + shape.experts + shape.experts_per_token * (h + per_token_inner))
-    else:
-        elements = tokens * (2 * h + per_token_inner)  # norm input, fc1/gate/up input, inner activations
-    masks = tokens * h if shape.dropout else 0
-    return elements * element + masks
-
-
-def lora_layer_bytes(chosen: tuple[ModuleRow, ...], rank: int, shape: MemoryShape, a: MemoryAssumptions) -> int:
-    """LoRA's own stored activation per layer: x A (s*b*r) of every adapted matrix, in fp32 (adapter dtype)."""
-    tokens = a.seq_len * a.batch_size
-    per_token = sum(rank * (shape.experts_per_token if row.kind == "experts" else 1) for row in chosen)
-    return tokens * per_token * FP32
-
-
-def logits_bytes(shape: MemoryShape, a: MemoryAssumptions) -> int:
-    """The logits, s*b*vocab in fp32, as the loss upcasts them."""
-    return a.seq_len * a.batch_size * shape.vocab * FP32
-
-
-def activation_bytes(shape: MemoryShape, a: MemoryAssumptions, element: int, lora_per_layer: int = 0) -> int:
-    """Every stored activation of one training step, with or without gradient checkpointing."""
-    layer = attention_layer_bytes(shape, a, element) + mlp_layer_bytes(shape, a, element) + lora_per_layer
-    if a.grad_checkpointing:
-        # Only each layer's input is kept; one layer is recomputed (and alive) at a time.
-        stored = shape.layers * a.seq_len * a.batch_size * shape.hidden * element + layer
-    else:
-        stored = shape.layers * layer
-    return stored + logits_bytes(shape, a)
+def activations(shape: MemoryShape, a: MemoryAssumptions, training: Training) -> ActivationTerms:
+    """Every stored activation of one training step and the loss's buffers (reportgen.memory_activations)."""
+    return activation_terms(shape, a, training)
 
 
 # --- rows ----------------------------------------------------------------------------------------------
 
 
 def _row(method: str, scenario: str, rank: int | None, trainable: int, frozen: tuple[int, int],
-         trainable_bytes: int, gradients: int, optimizer: int, activations: int, a: MemoryAssumptions,
-         headline: bool) -> MemoryRow:
+         trainable_bytes: int, gradients: int, optimizer: tuple[int, int], acts: ActivationTerms,
+         a: MemoryAssumptions, headline: bool) -> MemoryRow:
     frozen_bytes, constants = frozen
+    optimizer_bytes, paged = optimizer
     weights = frozen_bytes + trainable_bytes
-    total = weights + gradients + optimizer + activations
+    total = weights + gradients + optimizer_bytes + acts.total
     return MemoryRow(
         method=method, scenario=scenario, rank=rank, weight_bytes=weights, trainable_params=trainable,
-        gradient_bytes=gradients, optimizer_bytes=optimizer, activation_bytes=activations, total_bytes=total,
+        gradient_bytes=gradients, optimizer_bytes=optimizer_bytes, activation_bytes=acts.total, total_bytes=total,
         frozen_weight_bytes=frozen_bytes, trainable_weight_bytes=trainable_bytes, quantisation_bytes=constants,
-        fits_gib=tuple(size for size in a.gpu_sizes_gib if total <= size * GIB), headline=headline,
+        fits_gib=tuple(size for size in a.gpu_sizes_gib if total + a.headroom_bytes <= size * GIB),
+        headline=headline, loss_buffer_bytes=acts.loss_buffers, paged_bytes=paged, headroom_bytes=a.headroom_bytes,
     )
 
 
 def full_row(info: ModelInfo, shape: MemoryShape, a: MemoryAssumptions) -> MemoryRow:
-    """Full fine-tuning: every parameter trained."""
+    """Full fine-tuning: every parameter trained (mixed precision with an fp32 master copy, or all bf16)."""
     params = info.total_params
-    per_param = full_weight_bytes_per_param(a)
+    per_param = 2 if a.full_precision == "bf16" else full_weight_bytes_per_param(a)
     weights = params * per_param
-    optimizer = optimizer_state_bytes(params, a, master_weights=per_param < FP32)
-    activations = activation_bytes(shape, a, element=per_param)
-    return _row("full", FULL_SCENARIO, None, params, (0, 0), weights, weights, optimizer, activations, a, True)
+    master = params * FP32 if per_param < FP32 and a.full_precision == "mixed" else 0
+    optimizer = optimizer_state_bytes(params, a, state_bytes(a, FP32 if master else per_param), master > 0)
+    training = Training(full=True, element=per_param, adapter=per_param)
+    return _row("full", FULL_SCENARIO, None, params, (0, 0), weights, weights,
+                (optimizer, paged_bytes(optimizer, master, a)), activations(shape, a, training), a, True)
+
+
+def adapter_bytes(method: str, a: MemoryAssumptions) -> tuple[int, int]:
+    """Bytes per activation value (the compute dtype) and per adapter value (fp32, or the base dtype)."""
+    element = 2 if method == "qlora" else a.compute_bytes
+    return element, (FP32 if a.adapter_dtype == "fp32" else element)
 
 
 def adapter_row(method: str, cell: Cell, chosen: tuple[ModuleRow, ...], info: ModelInfo,
                 rows: tuple[ModuleRow, ...], shape: MemoryShape, a: MemoryAssumptions, headline: bool) -> MemoryRow:
-    """LoRA or QLoRA at one counted cell: frozen base, fp32 adapters, their gradients and optimizer state."""
+    """LoRA or QLoRA at one counted cell: frozen base, the adapters, their gradients and optimizer state."""
     trainable = cell.peft_trainable if cell.peft_trainable is not None else cell.formula_trainable
     if trainable is None:
         raise ReportgenError(f"cell {cell.scenario} r={cell.rank} has no trainable count")
-    element = 2 if method == "qlora" else a.compute_bytes
-    adapters = trainable * FP32
-    activations = activation_bytes(shape, a, element, lora_layer_bytes(chosen, cell.rank, shape, a))
+    element, per_param = adapter_bytes(method, a)
+    adapters = trainable * per_param
+    optimizer = optimizer_state_bytes(trainable, a, state_bytes(a, per_param), master_weights=False)
+    training = Training(full=False, element=element, adapter=per_param, chosen=chosen, rank=cell.rank,
+                        quantised=method == "qlora", dropout=a.lora_dropout > 0)
     return _row(method, cell.scenario, cell.rank, trainable, frozen_weight_bytes(method, info, rows, a), adapters,
-                adapters, optimizer_state_bytes(trainable, a, master_weights=False), activations, a, headline)
+                adapters, (optimizer, paged_bytes(optimizer, 0, a)), activations(shape, a, training), a, headline)
 
 
 def headline_rank(a: MemoryAssumptions, ranks: tuple[int, ...]) -> int | None:

@@ -23,9 +23,26 @@ ZERO_2020 = (
     "sec. 3.1 (arXiv:1910.02054)"
 )
 PEFT_SOURCE = "PEFT 0.21: get_peft_model(autocast_adapter_dtype=True), LoraConfig(lora_dropout=0.0) defaults"
+PEFT_CAST = "PEFT 0.21 lora.Linear.forward: x = self._cast_input_dtype(x, lora_A.weight.dtype) before lora_A"
+HF_LOSS = ("transformers 5.23 loss_utils.ForCausalLMLoss: logits.float(), then cross_entropy "
+           "(log_softmax + nll_loss)")
+HF_SDPA = ("transformers 5.23: attn_implementation sdpa by default (integrations/sdpa_attention.py); "
+           "torch.nn.functional.scaled_dot_product_attention keeps its output and an fp32 logsumexp")
+HF_EAGER = ("transformers 5.23 eager_attention_forward: softmax(q k^T, dtype=float32).to(q.dtype), "
+            "repeat_kv before both matmuls")
+HF_CHECKPOINTING = ("transformers 5.23 gradient_checkpointing_enable: torch.utils.checkpoint, "
+                    "use_reentrant=False, per decoder layer")
+TORCH_ADAMW = "torch.optim.AdamW: exp_avg and exp_avg_sq allocated like the parameter (its dtype)"
+BNB_PAGED = ("bitsandbytes paged optimizers: states in CUDA unified memory (cudaMallocManaged), outside "
+             "PyTorch's allocator, paged to CPU memory under pressure")
+BF16_TRUE = ("litgpt precision bf16-true and torchtune: weights, gradients and AdamW states in bf16, "
+             "no fp32 master copy")
 METHODS = ("full", "lora", "qlora")
-OPTIMIZERS = ("adamw", "adamw-8bit")
+OPTIMIZERS = ("adamw", "adamw-8bit", "paged-adamw", "paged-adamw-8bit")
 BASE_DTYPES = ("fp32", "bf16", "fp16", "int8")
+ATTENTIONS = ("sdpa", "eager")
+ADAPTER_DTYPES = ("fp32", "base")
+FULL_PRECISIONS = ("mixed", "bf16")
 
 
 @dataclass(frozen=True)
@@ -51,65 +68,39 @@ class MemoryAssumptions:
     nf4_block_size: int = 64  # QLoRA: one absmax per 64 weights
     double_quant_block_size: int = 256  # QLoRA: one fp32 constant per 256 8-bit absmax values
     adam_8bit_block_size: int = 2048  # 8-bit Adam: one fp32 absmax per 2048 state values
-    attention_scores_stored: bool = True  # eager attention keeps the s x s scores (the paper's case)
+    attention: str = "sdpa"  # sdpa (transformers' default: no s x s scores kept) or eager (scores kept)
+    adapter_dtype: str = "fp32"  # fp32 (PEFT's default autocast) or base (the base weights' dtype)
+    full_precision: str = "mixed"  # full fine-tuning: mixed (fp32 master copy and states) or bf16 (all bf16)
+    lora_dropout: float = 0.0  # PEFT's default; above 0 each adapted module keeps its dropped input and a mask
     scenario: str = "all_linear"  # the scenario of the headline rows (the chart)
     rank: int | None = None  # the rank of the headline rows; None: the largest rank of the study
-    gpu_sizes_gib: tuple[int, ...] = (24, 40, 80)  # common GPU memory sizes, in GiB
+    gpu_sizes_gib: tuple[int, ...] = (24, 40, 80)  # the GPU memory sizes the fit marks and chart use, in GiB
+    headroom_gib: float = 1.0  # GPU memory a row leaves free to count as fitting (CUDA context, fragmentation)
 
     @property
     def compute_bytes(self) -> int:
         """Bytes per element of activations and 16-bit weights: 4 under fp32, else 2 (bf16)."""
         return 4 if self.base_dtype == "fp32" else 2
 
+    @property
+    def attention_scores_stored(self) -> bool:
+        """Eager attention keeps the s x s scores; SDPA's fused kernels never store them."""
+        return self.attention == "eager"
+
+    @property
+    def paged(self) -> bool:
+        """A paged optimizer keeps its states outside PyTorch's allocator (bitsandbytes' unified memory)."""
+        return self.optimizer.startswith("paged-")
+
+    @property
+    def headroom_bytes(self) -> int:
+        return int(self.headroom_gib * GIB)
+
     def stated(self) -> tuple[Assumption, ...]:
         """Every assumption in words, with its value and source, for the report."""
-        a = self
-        ckpt = "on" if a.grad_checkpointing else "off"
-        scores = "eager attention: s x s scores and softmax kept" if a.attention_scores_stored else (
-            "memory-efficient attention: no s x s scores, an fp32 logsumexp per head and token")
-        return (
-            Assumption("seq_len", str(a.seq_len), "tokens per sequence", "--seq-len"),
-            Assumption("batch_size", str(a.batch_size), "sequences per micro-batch on one GPU", "--batch-size"),
-            Assumption("base_dtype", a.base_dtype,
-                       "frozen base weights of full and lora (full trains 16-bit weights when int8 is asked "
-                       "for); int8 stores one fp32 scale per output row; activations are fp32 under fp32, "
-                       "else 16-bit", f"--base-dtype; {LLM_INT8_2022}"),
-            Assumption("qlora_weights", f"NF4, block {a.nf4_block_size}, double quantisation "
-                       f"{'on' if a.double_quant else 'off'}",
-                       "qlora stores every Linear/Conv1D/expert weight of the blocks in 4 bits with one absmax "
-                       f"per {a.nf4_block_size} weights (fp32, or 8-bit plus one fp32 constant per "
-                       f"{a.double_quant_block_size} absmax with double quantisation); embeddings, output head, "
-                       "norms and biases stay 16-bit", QLORA_2023),
-            Assumption("adapter_dtype", "fp32",
-                       "LoRA A and B, their gradients and optimizer state are fp32 (PEFT upcasts 16-bit "
-                       "adapters); lora_dropout 0, so adapters store no extra input copy", PEFT_SOURCE),
-            Assumption("full_precision", "mixed precision" if a.compute_bytes == 2 else "fp32",
-                       "full fine-tuning: weights and gradients in the weight dtype; with 16-bit weights an "
-                       "fp32 master copy (4 bytes per parameter) is counted in the optimizer state "
-                       "(2 + 2 + 12 bytes per parameter with AdamW)", ZERO_2020),
-            Assumption("optimizer", a.optimizer,
-                       "AdamW: fp32 m and v, 8 bytes per trainable parameter" if a.optimizer == "adamw" else
-                       f"8-bit AdamW: m and v in 8 bits with one fp32 absmax per {a.adam_8bit_block_size} "
-                       "values (bitsandbytes' 32-bit fallback for tensors under 4096 values is ignored)",
-                       "--optimizer; " + (ZERO_2020 if a.optimizer == "adamw" else ADAM_8BIT_2022)),
-            Assumption("grad_checkpointing", ckpt,
-                       "on: each layer's input (s*b*h) is kept and one layer's activations are alive during "
-                       "its recomputation; off: every layer's activations are kept",
-                       f"--grad-checkpointing; {KORTHIKANTI_2022}"),
-            Assumption("activations", scores,
-                       "per layer, s*b*h*(34 + 5*a*s/h) bytes (16-bit) rewritten term by term: q and o widths "
-                       "from heads*head_dim, k and v widths from kv heads, the MLP from its intermediate size "
-                       "(gated: gate, up, act(gate) and product kept; experts: top-k experts per token plus "
-                       "router logits), dropout masks only where the config has dropout, both norms' inputs, "
-                       "and LoRA's x*A (s*b*r per adapted matrix); plus the logits, s*b*vocab in fp32. Not "
-                       "counted: embeddings output, 16-bit logits and the loss buffers, rotary tables, "
-                       "frozen-weight savings in autograd, dequantised weights of QLoRA, temporary "
-                       "kernel workspace", KORTHIKANTI_2022),
-            Assumption("gpu_fit", ", ".join(f"{size} GiB" for size in a.gpu_sizes_gib),
-                       "a row fits a GPU when its total is at most the GPU's memory; the CUDA context "
-                       "(~0.5 GiB), allocator fragmentation and other processes are not counted: leave headroom",
-                       "1 GiB = 2^30 bytes"),
-        )
+        from .memory_stated import stated_assumptions
+
+        return stated_assumptions(self)
 
 
 @dataclass(frozen=True)
@@ -128,8 +119,16 @@ class MemoryRow:
     frozen_weight_bytes: int
     trainable_weight_bytes: int
     quantisation_bytes: int  # the quantisation constants inside frozen_weight_bytes
-    fits_gib: tuple[int, ...]  # the GPU sizes (GiB) the total fits in
+    fits_gib: tuple[int, ...]  # the GPU sizes (GiB) the total fits in, headroom left free
     headline: bool = False  # the chosen scenario and rank (and full fine-tuning)
+    loss_buffer_bytes: int = 0  # inside activation_bytes: the loss's transient fp32 buffers (backward)
+    paged_bytes: int = 0  # inside optimizer_bytes: states a paged optimizer keeps outside PyTorch's allocator
+    headroom_bytes: int = 0  # what a GPU must have free beside the total for the row to fit
+
+    @property
+    def allocated_bytes(self) -> int:
+        """What torch.cuda.max_memory_allocated() would report: the total less the paged optimizer states."""
+        return self.total_bytes - self.paged_bytes
 
     @property
     def components(self) -> tuple[tuple[str, int], ...]:
@@ -152,5 +151,56 @@ class MemoryRow:
         return ", ".join(f"{size} GiB" for size in self.fits_gib) or "none of the sizes"
 
     def fits(self, gib: int) -> bool:
-        """Whether the total fits a GPU of this many GiB."""
-        return self.total_bytes <= gib * GIB
+        """Whether the total, with the headroom left free, fits a GPU of this many GiB."""
+        return self.total_bytes + self.headroom_bytes <= gib * GIB
+
+
+@dataclass(frozen=True)
+class PublishedCheck:
+    """One method's published GPU runs against the estimate: how many, how many within the band, the ratios."""
+
+    method: str
+    runs: int
+    within: int
+    low: float  # the lowest estimate / measured ratio
+    high: float
+
+    @property
+    def label(self) -> str:
+        title = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tuning"}.get(self.method, self.method)
+        return f"{title}: {self.within} of {self.runs} within the band (estimate / measured {self.low:.2f} to {self.high:.2f})"
+
+
+@dataclass(frozen=True)
+class MemoryValidation:
+    """How the estimate was checked (computed by `make validate-memory`, read from its summary file)."""
+
+    cpu_cases: int  # activation measurements on CPU (saved-tensor hooks)
+    cpu_worst_percent: float  # the largest |estimate / measured - 1| among them, in percent
+    cpu_band_percent: float
+    band_percent: float  # the published runs' band
+    published: tuple[PublishedCheck, ...]  # per method
+    excluded: int  # published runs that cannot be reproduced (listed with the reason in benchmarks/MEMORY.md)
+
+    @property
+    def cpu_label(self) -> str:
+        return (f"activations measured on CPU (saved-tensor hooks, {self.cpu_cases} cases): the estimate is within "
+                f"{self.cpu_worst_percent:.1f}% of every one (band {self.cpu_band_percent:g}%).")
+
+    @property
+    def gpu_label(self) -> str:
+        runs = sum(check.runs for check in self.published)
+        return (f"{runs} published GPU runs (torch.cuda.max_memory_allocated), band {self.band_percent:g}%: "
+                + "; ".join(check.label for check in self.published)
+                + f"; {self.excluded} more cannot be reproduced with PEFT.")
+
+
+@dataclass(frozen=True)
+class MemoryContext:
+    """What the memory section reads beside the rows: the GPU sizes and headroom of the fit marks, the checks."""
+
+    gpu_sizes_gib: tuple[int, ...] = (24, 40, 80)
+    headroom_gib: float = 1.0
+    validation: MemoryValidation | None = None
+    grad_checkpointing: bool = True
+    attention: str = "sdpa"

@@ -83,6 +83,7 @@ def _analyse_stages(spec: ModelSpec, slug: str, study: Study, progress: Progress
     from .build import build
     from .explain import count_lines
     from .memory import estimate
+    from .memory_summary import memory_context
     from .peft_count import count
 
     progress = progress or Progress()
@@ -119,6 +120,7 @@ def _analyse_stages(spec: ModelSpec, slug: str, study: Study, progress: Progress
         environment=environment(),
         memory=memory,
         memory_assumptions=study.memory.stated(),
+        memory_context=memory_context(study.memory),
         methods=tuple(variant.name for variant in study.variants),
         explanation=explanation,
     )

@@ -150,28 +150,83 @@ def test_totals_order_and_gpu_fit(llama: ModelReport) -> None:
         )
 
 
-def activations_by_hand(adapted_matrices: int, rank: int = 16) -> int:
-    """Llama-3.1-8B's activations at the defaults (sequence 2048, batch 1, checkpointing), written out."""
-    s, b = 2048, 1
-    layer_inputs = L * 2 * s * b * H  # 16-bit input of every layer
-    # One layer recomputed, 16-bit: norm input, qkv input, q, k, v, o input; scores and softmax (no dropout).
-    attention = 2 * s * b * (H + H + HEADS * D + KV * D + KV * D + HEADS * D) + 2 * 2 * HEADS * s * s * b
-    mlp = 2 * s * b * (H + H + 4 * I)  # norm input, gate/up input, gate, up, act(gate), product
-    lora_xa = 4 * s * b * rank * adapted_matrices  # fp32 x*A of the adapted matrices of the recomputed layer
-    logits = 4 * s * b * V
-    return layer_inputs + attention + mlp + lora_xa + logits
+def activations_by_hand(full: bool, rank: int = 16) -> int:
+    """Llama-3.1-8B's activations at the defaults (sequence 2048, batch 1, checkpointing, SDPA), written out.
+
+    From what transformers 5.23 and PEFT 0.21 keep for the backward, op by op (measured on CPU in
+    tests/test_memory_measure.py): per token, bytes.
+    """
+    t = 2048
+    layer_inputs = L * 2 * t * H  # the checkpoint keeps every layer's 16-bit input
+    rotary = 2 * t * D * 2  # cos and sin, bf16, one copy for all layers
+    # One layer recomputed. RMSNorm: its fp32 input and 1/rms; full fine-tuning also keeps x_normed (weight * x_normed).
+    norms = 2 * (4 * H + 4 + (2 * H if full else 0))
+    sdpa = 2 * (2 * HEADS * D + 2 * KV * D) + 4 * HEADS  # q, k, v (kv heads), output; fp32 logsumexp per head
+    mlp = 2 * 3 * I  # gate's output (SiLU's input), act(gate) and up's output (the product's inputs)
+    if full:  # each trainable Linear keeps its 16-bit input once per tensor; o_proj's is SDPA's output (kept above)
+        linear = 2 * H + 2 * H + 2 * I
+    else:  # PEFT casts each adapted module's input to fp32 (own copy), and keeps x A (fp32, r wide) for B
+        linear = 4 * (3 * H + HEADS * D + 2 * H + I) + 7 * 4 * rank
+    layer = t * (norms + sdpa + mlp + linear)
+    # The final norm, the head's input (trained by full fine-tuning) and the loss's fp32 log-probabilities.
+    head = t * (4 * H + 4 + (2 * H + 2 * H if full else 0) + 4 * V)
+    loss_buffers = 8 * t * V  # backward: nll_loss's gradient of the log-probabilities, log_softmax's of the logits
+    return layer_inputs + rotary + layer + head + loss_buffers
 
 
 def test_activations_with_checkpointing_by_hand(llama: ModelReport) -> None:
-    assert headline(llama, "lora").activation_bytes == activations_by_hand(adapted_matrices=7)
-    assert headline(llama, "full").activation_bytes == activations_by_hand(adapted_matrices=0)
+    assert headline(llama, "lora").activation_bytes == activations_by_hand(full=False)
+    assert headline(llama, "full").activation_bytes == activations_by_hand(full=True)
+    assert headline(llama, "lora").loss_buffer_bytes == 8 * 2048 * V
 
 
 def test_lora_total_by_hand(llama: ModelReport) -> None:
     trainable = 41_943_040
     # bf16 frozen weights; fp32 adapter weights, gradients (4 bytes each) and AdamW m and v (8); activations.
-    expected = 2 * LLAMA_8B_PARAMS + (4 + 4 + 8) * trainable + activations_by_hand(adapted_matrices=7)
+    expected = 2 * LLAMA_8B_PARAMS + (4 + 4 + 8) * trainable + activations_by_hand(full=False)
     assert headline(llama, "lora").total_bytes == expected
+
+
+def test_eager_attention_keeps_the_scores(llama: ModelReport) -> None:
+    sdpa, eager = headline(llama, "full"), rows_with(llama, MemoryAssumptions(attention="eager"))["full"]
+    t, s = 2048, 2048
+    # One recomputed layer: eager keeps k and v repeated to 32 heads (not SDPA's 8), the fp32 softmax (4 bytes per
+    # score) and its bf16 copy (2), o_proj's own input; SDPA keeps its output and an fp32 logsumexp instead.
+    eager_layer = 2 * 3 * HEADS * D + HEADS * s * (4 + 2) + 2 * HEADS * D
+    sdpa_layer = 2 * (2 * HEADS * D + 2 * KV * D) + 4 * HEADS
+    mask = s * s * 2  # the checkpoint holds eager's 4-D causal mask (bf16) as a layer input
+    assert eager.activation_bytes - sdpa.activation_bytes == t * (eager_layer - sdpa_layer) + mask
+
+
+def test_trainable_side_dtypes(llama: ModelReport) -> None:
+    trainable = 41_943_040
+    base = rows_with(llama, MemoryAssumptions(adapter_dtype="base"))["lora"]
+    # bf16 adapters: 2 bytes of weight and gradient; torch's AdamW allocates m and v like the parameter: 2 + 2.
+    assert base.trainable_weight_bytes == base.gradient_bytes == 2 * trainable
+    assert base.optimizer_bytes == 4 * trainable
+    # Full fine-tuning in bf16 (litgpt, torchtune): 2 + 2 + 4 bytes per parameter, no master copy.
+    full = rows_with(llama, MemoryAssumptions(full_precision="bf16"))["full"]
+    assert (full.weight_bytes, full.gradient_bytes, full.optimizer_bytes) == (
+        2 * LLAMA_8B_PARAMS, 2 * LLAMA_8B_PARAMS, 4 * LLAMA_8B_PARAMS)
+
+
+def test_paged_optimizer_states_are_outside_the_allocator(llama: ModelReport) -> None:
+    rows = rows_with(llama, MemoryAssumptions(optimizer="paged-adamw"))
+    # bitsandbytes' 32-bit paged AdamW: fp32 m and v in CUDA unified memory, which max_memory_allocated never sees.
+    assert rows["lora"].optimizer_bytes == rows["lora"].paged_bytes == 8 * 41_943_040
+    assert rows["lora"].allocated_bytes == rows["lora"].total_bytes - 8 * 41_943_040
+    # Full fine-tuning's fp32 master copy is a plain PyTorch tensor: only m and v are paged.
+    assert rows["full"].paged_bytes == 8 * LLAMA_8B_PARAMS
+    eight = rows_with(llama, MemoryAssumptions(optimizer="paged-adamw-8bit"))["lora"]
+    assert eight.paged_bytes == eight.optimizer_bytes == 2 * (41_943_040 + 20_480 * 4)
+
+
+def test_gpu_sizes_and_headroom(llama: ModelReport) -> None:
+    qlora = headline(llama, "qlora")
+    rows = rows_with(llama, MemoryAssumptions(gpu_sizes_gib=(8, 16, 48), headroom_gib=2.0))
+    # The fit marks leave the headroom free: total + 2 GiB must be at most the GPU's memory.
+    assert rows["qlora"].fits_gib == tuple(size for size in (8, 16, 48) if qlora.total_bytes + 2 * GIB <= size * GIB)
+    assert rows["qlora"].headroom_bytes == 2 * GIB
 
 
 def test_cross_check_weights_with_accelerate(llama: ModelReport) -> None:
@@ -194,16 +249,22 @@ def test_cross_check_weights_with_accelerate(llama: ModelReport) -> None:
     assert qlora.frozen_weight_bytes - qlora.quantisation_bytes == nf4_sizes - nf4_buffers
 
 
-def test_gpt2_without_checkpointing_is_korthikantis_formula(write_config: Callable[..., Path]) -> None:
-    # GPT-2 is the paper's layer: multi-head attention, a 4h GELU MLP, dropout (0.1 in its config).
+def test_gpt2_eager_without_checkpointing_is_korthikantis_formula(write_config: Callable[..., Path]) -> None:
+    # GPT-2 is the paper's layer: multi-head attention, a 4h GELU MLP, LayerNorm, dropout (0.1 in its config).
     gpt2 = tiny_config("gpt2")
     h, a, layers, vocab, s, b = gpt2["n_embd"], gpt2["n_head"], gpt2["n_layer"], gpt2["vocab_size"], 32, 3
-    memory = MemoryAssumptions(seq_len=s, batch_size=b, grad_checkpointing=False)
+    memory = MemoryAssumptions(seq_len=s, batch_size=b, grad_checkpointing=False, attention="eager")
     report = study_report(write_config(family="gpt2"), ranks=(4,), memory=memory)
     full = headline(report, "full")
     per_layer = s * b * h * (34 + 5 * a * s // h)  # Korthikanti et al. 2022, eq. (1), bytes in 16-bit
     assert 5 * a * s % h == 0
-    assert full.activation_bytes == layers * per_layer + 4 * s * b * vocab
+    # What transformers keeps beyond the paper, per token and layer: the fp32 softmax beside its 16-bit copy
+    # (4 more bytes per score), and LayerNorm's fp32 mean and rstd (8 bytes per norm, two norms).
+    beyond = s * b * (4 * a * s + 2 * 8)
+    # Outside the layers: the final LayerNorm (input, mean, rstd), the trained head's input, the fp32
+    # log-probabilities of the loss; then its two fp32 buffers in the backward.
+    head = s * b * (2 * h + 8 + 2 * h + 4 * vocab) + 8 * s * b * vocab
+    assert full.activation_bytes == layers * (per_layer + beyond) + head
 
 
 def test_mixtral_activations_count_the_active_experts(write_config: Callable[..., Path]) -> None:
@@ -215,10 +276,15 @@ def test_mixtral_activations_count_the_active_experts(write_config: Callable[...
     memory = MemoryAssumptions(seq_len=s, grad_checkpointing=False)
     report = study_report(write_config(family="mixtral"), ranks=(4,), memory=memory)
     d = h // heads
-    attention = 2 * s * (2 * h + 2 * heads * d + 2 * kv * d) + 2 * 2 * heads * s * s
-    # norm input, router input, router logits, and per active expert: its input copy, gate, up, act, product
-    mlp = 2 * s * (2 * h + experts + top_k * (h + 4 * inter))
-    assert headline(report, "full").activation_bytes == layers * (attention + mlp) + 4 * s * vocab
+    norms = 2 * (4 * h + 4 + 2 * h)  # two RMSNorms: fp32 input, 1/rms, x_normed (their weights train)
+    attention = 2 * (2 * heads * d + 2 * kv * d) + 4 * heads  # SDPA: q, k, v, output, fp32 logsumexp
+    # Per active expert: its copy of the input (the Linear's input), gate, act, up, the product (down's input);
+    # the router logits; q/k/v's input (o_proj's is SDPA's output).
+    mlp = top_k * (2 * h + 2 * 3 * inter + 2 * inter) + 2 * experts
+    per_token_layer = norms + attention + mlp + 2 * h
+    rotary = 2 * s * d * 2
+    head = s * (4 * h + 4 + 2 * h + 2 * h + 4 * vocab) + 8 * s * vocab
+    assert headline(report, "full").activation_bytes == layers * s * per_token_layer + rotary + head
 
 
 def test_report_json_memory_through_the_cli(tmp_path: Path, run_cli: Cli) -> None:
@@ -242,7 +308,7 @@ def test_report_json_memory_through_the_cli(tmp_path: Path, run_cli: Cli) -> Non
 def test_an_unknown_optimizer_is_a_usage_error(run_cli: Cli) -> None:
     result = run_cli("inspect", LLAMA_8B, "--optimizer", "sgd")
     assert result.exit_code == 2
-    assert "'sgd' is not one of 'adamw', 'adamw-8bit'" in result.output
+    assert "'sgd' is not one of 'adamw', 'adamw-8bit', 'paged-adamw', 'paged-adamw-8bit'" in result.output
 
 
 def test_inspect_prints_the_memory_table_and_its_assumptions(run_cli: Cli) -> None:
@@ -254,3 +320,13 @@ def test_inspect_prints_the_memory_table_and_its_assumptions(run_cli: Cli) -> No
     # SmolLM2-135M in bf16: its published 134,515,008 parameters * 2 bytes = 0.27 GB of weights.
     assert table.strip().splitlines()[1].split()[4] == "0.27"
     assert "Korthikanti et al. 2022" in assumptions and "Dettmers et al. 2023, QLoRA" in assumptions
+
+
+def test_memory_scenario_and_rank_choose_the_headline_rows(run_cli: Cli) -> None:
+    result = run_cli("inspect", SMOLLM2, "--ranks", "8,16", "--memory-scenario", "qkvo", "--memory-rank", "8")
+    assert result.exit_code == 0, result.output
+    table = result.output.split("Training memory (GB = 1e9 bytes)")[1].split("Assumptions")[0]
+    rows = [line.split()[:3] for line in table.strip().splitlines()[1:4]]
+    assert rows == [["full", "all_parameters", "-"], ["lora", "qkvo", "8"], ["qlora", "qkvo", "8"]]
+    bad = run_cli("inspect", SMOLLM2, "--attention", "flash")
+    assert bad.exit_code == 2 and "'flash' is not one of 'sdpa', 'eager'" in bad.output

@@ -2,7 +2,7 @@
 
 The gold run is meta-llama/Llama-3.2-1B-Instruct (1,235,814,400 parameters, 16 layers, hidden 2048,
 32 heads of 64, 8 kv heads, intermediate 8192, vocabulary 128256) at ranks 8 and 16, default assumptions
-(bf16, AdamW, sequence 2048, batch 1, gradient checkpointing on, eager attention). Every expected figure
+(bf16, AdamW, sequence 2048, batch 1, gradient checkpointing on, SDPA, fp32 adapters). Every expected figure
 below is worked out here from those published dimensions and the stated formulas.
 """
 
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import markdown
 import pytest
@@ -24,6 +26,9 @@ from tests.test_published_totals import PUBLISHED_TOTALS
 from tests.test_render import OKABE_ITO, drawn_fills
 from tests.update_gold import GOLD_MODEL, gold_result
 
+if TYPE_CHECKING:
+    from tests.conftest import Cli
+
 PARAMS = PUBLISHED_TOTALS[GOLD_MODEL]  # 1,235,814,400
 LAYERS, HIDDEN, HEADS, KV_WIDTH, INTER, VOCAB = 16, 2048, 32, 512, 8192, 128_256
 SEQ = 2048
@@ -37,23 +42,42 @@ BF16_WEIGHTS = PARAMS * 2  # 2,471,628,800 bytes: the frozen base of LoRA, the t
 # (every matrix here divides evenly); embeddings, norms (and the tied head) stay bf16.
 NF4_CONSTANTS = LINEAR // 64 + LINEAR // 64 // 256 * 4
 NF4_FROZEN = (PARAMS - LINEAR) * 2 + LINEAR // 2 + NF4_CONSTANTS
-# Activations with checkpointing: every layer's input, one layer recomputed, and fp32 logits.
+# Activations with checkpointing (tests/test_memory_measure.py measures the same terms on CPU): every layer's
+# bf16 input, the rotary cos and sin once, one layer recomputed, the final norm and the loss's fp32 log-probabilities,
+# and the loss's two fp32 buffers in its backward.
 LAYER_INPUTS = LAYERS * SEQ * HIDDEN * 2
-ATTENTION = (SEQ * (4 * HIDDEN + 2 * KV_WIDTH) + 2 * HEADS * SEQ * SEQ) * 2  # norm, qkv input, q, k, v, o input, scores
-MLP = SEQ * (2 * HIDDEN + 4 * INTER) * 2  # norm and gate/up input; gate, up, act(gate), product
-LOGITS = SEQ * VOCAB * 4
-FULL_ACTIVATIONS = LAYER_INPUTS + ATTENTION + MLP + LOGITS
-LORA_ACTIVATIONS = FULL_ACTIVATIONS + SEQ * 16 * 7 * 4  # x A of the 7 adapted matrices, fp32, r=16
+ROTARY = 2 * SEQ * 64 * 2
+SDPA = SEQ * (2 * (2 * HIDDEN + 2 * KV_WIDTH) + 4 * HEADS)  # q, k, v, output (bf16); fp32 logsumexp per head
+GATED = SEQ * 2 * 3 * INTER  # gate's output, act(gate), up's output
+NORM = SEQ * (4 * HIDDEN + 4)  # RMSNorm's fp32 input and 1/rms
+LOSS = SEQ * VOCAB * 4 + 8 * SEQ * VOCAB  # kept log-probabilities; backward's two fp32 gradients
+# Full fine-tuning: norms also keep x_normed, each Linear its bf16 input once (o_proj's is SDPA's output),
+# the tied head its input.
+FULL_LAYER = 2 * NORM + 2 * SEQ * 2 * HIDDEN + SDPA + GATED + SEQ * 2 * (2 * HIDDEN + INTER)
+FULL_ACTIVATIONS = LAYER_INPUTS + ROTARY + FULL_LAYER + NORM + SEQ * 2 * 2 * HIDDEN + LOSS
+
+
+def lora_activations(rank: int) -> int:
+    """PEFT casts each adapted module's input to fp32: q, k, v, o, gate, up (2048 wide), down (8192); x A fp32."""
+    layer = 2 * NORM + SDPA + GATED + SEQ * 4 * (6 * HIDDEN + INTER) + SEQ * 7 * 4 * rank
+    return LAYER_INPUTS + ROTARY + layer + NORM + LOSS
+
+
+LORA_ACTIVATIONS = lora_activations(16)
+# QLoRA: bitsandbytes' 4-bit matmul also keeps each quantised Linear's bf16 input (o_proj's is SDPA's output).
+QLORA_EXTRA = SEQ * 2 * (2 * HIDDEN + INTER)
 
 FULL = {"frozen weights": 0, "trainable weights": BF16_WEIGHTS, "gradients": BF16_WEIGHTS,
         "optimizer state": PARAMS * 12, "activations": FULL_ACTIVATIONS}  # fp32 m, v, master copy
 ADAPTERS = {"trainable weights": ALL_LINEAR_R16 * 4, "gradients": ALL_LINEAR_R16 * 4,
             "optimizer state": ALL_LINEAR_R16 * 8, "activations": LORA_ACTIVATIONS}
 LORA = {"frozen weights": BF16_WEIGHTS, **ADAPTERS}
-QLORA = {"frozen weights": NF4_FROZEN, **ADAPTERS}
+QLORA = {"frozen weights": NF4_FROZEN, **ADAPTERS, "activations": LORA_ACTIVATIONS + QLORA_EXTRA}
+GB = [f"{sum(row.values()) / 1e9:.2f} GB" for row in (FULL, LORA, QLORA)]  # the three totals as the pages print them
 BARS = ("Full fine-tuning\nall parameters", "LoRA\nall_linear, r=16", "QLoRA\nall_linear, r=16")
-ASSUMPTIONS = ("seq_len", "batch_size", "base_dtype", "qlora_weights", "adapter_dtype", "full_precision",
-               "optimizer", "grad_checkpointing", "activations", "gpu_fit")
+ASSUMPTIONS = ("seq_len", "batch_size", "base_dtype", "qlora_weights", "adapter_dtype", "lora_dropout",
+               "full_precision", "optimizer", "attention", "grad_checkpointing", "activations", "loss_buffers",
+               "gpu_fit")
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +113,7 @@ def test_memory_chart_plots_each_component_of_each_method(report: ModelReport) -
 
 def test_memory_chart_is_drawn_with_its_reference_lines(report: ModelReport) -> None:
     svg = charts.draw(charts.memory_chart(report)).svg
-    for text in ("24 GiB GPU", "40 GiB GPU", "80 GiB GPU", "21.68 GB", "4.56 GB", "3.12 GB", "optimizer state"):
+    for text in ("24 GiB GPU", "40 GiB GPU", "80 GiB GPU", *GB, "optimizer state"):
         assert text in svg, text
     assert svg == charts.draw(charts.memory_chart(report)).svg
 
@@ -110,13 +134,13 @@ def test_page_shows_the_headline_table(pages: dict[str, str], name: str) -> None
         "Frozen weights": ("0 B", "2.47 GB", "1.03 GB"),  # 1,235,814,400 * 2 bytes; NF4 by hand
         "Trainable weights": ("2.47 GB", "45.09 MB", "45.09 MB"),  # 11,272,192 fp32 adapters
         "Optimizer state": ("14.83 GB", "90.18 MB", "90.18 MB"),  # 12 bytes and 8 bytes per parameter
-        "Activations": ("1.91 GB", "1.91 GB", "1.91 GB"),
+        "Activations": tuple(f"{row['activations'] / 1e9:.2f} GB" for row in (FULL, LORA, QLORA)),
     }
     for label, values in rows.items():
         line = next(line for line in text.splitlines() if label in line)
         assert re.findall(r"\d[\d.,]* (?:GB|MB|B)\b", line)[:3] == list(values), (label, line)
     assert f"{PARAMS:,}" in section and f"{ALL_LINEAR_R16:,}" in section
-    assert "21.68 GB" in section and "4.56 GB" in section and "3.12 GB" in section
+    assert all(total in section for total in GB)
     assert "15.44 MB quantisation constants" in section
     for size in (24, 40, 80):
         assert f"Fits in {size} GiB" in section
@@ -139,7 +163,7 @@ def test_markdown_memory_tables_are_real_tables(pages: dict[str, str]) -> None:
     section = html[html.index("Fine-tuning memory"):html.index("PEFT's own count")]
     assert section.count("<table>") == 3
     right = '<td style="text-align: right;">'
-    assert f"{right}2.47 GB</td>" in section and f"{right}<strong>4.56 GB</strong></td>" in section
+    assert f"{right}2.47 GB</td>" in section and f"{right}<strong>{GB[1]}</strong></td>" in section
     assert 'src="memory.svg"' in section
 
 
@@ -151,20 +175,21 @@ def test_scenario_rank_totals(report: ModelReport) -> None:
     assert totals[2:] == [sum(LORA.values()), sum(QLORA.values())]
     # At r=8, adapters are half as big and LoRA's x A is half as wide.
     half = ALL_LINEAR_R16 // 2
-    lora_r8 = BF16_WEIGHTS + half * 16 + FULL_ACTIVATIONS + SEQ * 8 * 7 * 4
-    assert totals[0] == lora_r8 and totals[1] == lora_r8 - BF16_WEIGHTS + NF4_FROZEN
+    lora_r8 = BF16_WEIGHTS + half * 16 + lora_activations(8)
+    assert totals[0] == lora_r8 and totals[1] == lora_r8 - BF16_WEIGHTS + NF4_FROZEN + QLORA_EXTRA
 
 
 def test_gpu_marks_follow_the_total(report: ModelReport) -> None:
-    # Full fine-tuning at exactly 24 GiB fits it; one byte more needs the 40 GiB GPU.
+    # The marks leave 1 GiB of headroom free: full fine-tuning at exactly 23 GiB fits 24 GiB; one byte more needs
+    # the 40 GiB GPU.
     def with_full_total(total: int) -> ModelReport:
         rows = tuple(dataclasses.replace(row, total_bytes=total) if row.method == "full" else row
                      for row in report.memory)
         return dataclasses.replace(report, memory=rows)
 
-    fits = report_view(with_full_total(24 * GIB)).memory.fits
+    fits = report_view(with_full_total(23 * GIB)).memory.fits
     assert [(fit.gib, fit.fits) for fit in fits] == [(24, (True, True, True)), (40, (True,) * 3), (80, (True,) * 3)]
-    over = with_full_total(24 * GIB + 1)
+    over = with_full_total(23 * GIB + 1)
     assert report_view(over).memory.fits[0].fits == (False, True, True)
     row = next(line for line in report_html(over).splitlines() if "Fits in 24 GiB" in line)
     assert row.count("too big") == 1 and row.index("too big") < row.index("fits</span>")
@@ -175,9 +200,9 @@ def test_gpu_marks_follow_the_total(report: ModelReport) -> None:
 def test_index_and_summary_quote_lora_and_qlora_totals(report: ModelReport) -> None:
     result = gold_result()
     html = index_html(result)
-    assert "LoRA 4.56 GB" in html and "QLoRA 3.12 GB" in html and "all_linear, r=16" in html
+    assert f"LoRA {GB[1]}" in html and f"QLoRA {GB[2]}" in html and "all_linear, r=16" in html
     summary = summary_markdown(result)
-    assert "| 4.56 GB / 3.12 GB |" in summary and "Memory, LoRA / QLoRA (all\\_linear, r=16)" in summary
+    assert f"| {GB[1]} / {GB[2]} |" in summary and "Memory, LoRA / QLoRA (all\\_linear, r=16)" in summary
 
 
 def test_a_report_without_memory_rows_has_no_memory_section(report: ModelReport) -> None:
@@ -200,3 +225,43 @@ def test_build_note_is_shown_when_there_is_one(report: ModelReport) -> None:
     assert "| Built as | auto\\_map ignored: transformers' own class \\<LlamaForCausalLM\\> built |" \
         in report_markdown(noted)
     assert f"  built: {note}\n" in terminal.render(noted)
+
+
+def test_gpu_memory_sizes_drive_the_marks_and_the_chart(report: ModelReport) -> None:
+    # --gpu-memory 8,48: two marks and two chart lines. With 1 GiB of headroom, full fine-tuning's total is over
+    # 8 GiB; LoRA's and QLoRA's fit.
+    context = dataclasses.replace(report.memory_context, gpu_sizes_gib=(8, 48))
+    sized = dataclasses.replace(report, memory_context=context)
+    fits = report_view(sized).memory.fits
+    assert [fit.gib for fit in fits] == [8, 48]
+    totals = [sum(row.values()) for row in (FULL, LORA, QLORA)]
+    assert fits[0].fits == tuple(total + GIB <= 8 * GIB for total in totals) == (False, True, True)
+    assert charts.memory_chart(sized).references == ((8 * GIB, "8 GiB GPU"), (48 * GIB, "48 GiB GPU"))
+
+
+@pytest.mark.parametrize("name", ["html", "md"])
+def test_the_section_says_how_the_estimate_was_checked_and_what_it_assumes(pages: dict[str, str], name: str) -> None:
+    import json
+    from importlib import resources
+
+    page = pages[name]
+    section = page[page.index("Fine-tuning memory"):page.index("PEFT's own count")]
+    summary = json.loads((resources.files("reportgen") / "memory_checks" / "summary.json").read_text())
+    # The figures come from make validate-memory's summary, not from the template.
+    assert f"within {summary['cpu_worst_percent']:.1f}% of every one" in section
+    for check in summary["published"]:
+        assert f"{check['within']} of {check['runs']} within the band" in section
+    assert "benchmarks/MEMORY.md" in section
+    assert "Gradient checkpointing on (the default" in section and "1 GiB of headroom" in section
+    assert "attention SDPA" in section
+
+
+def test_gpu_memory_option_reaches_the_report(tmp_path: Path, run_cli: Cli) -> None:
+    result = run_cli.report(tmp_path, ["HuggingFaceTB/SmolLM2-135M-Instruct"], "--no-merge-check", "--ranks", "8",
+                            "--gpu-memory", "24,48", "--gpu-headroom", "2")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "out" / "HuggingFaceTB--SmolLM2-135M-Instruct" / "report.md").read_text()
+    assert "Fits in 24 GiB" in page and "Fits in 48 GiB" in page and "Fits in 80 GiB" not in page
+    assert "2 GiB of headroom" in page
+    bad = run_cli("inspect", "HuggingFaceTB/SmolLM2-135M-Instruct", "--gpu-memory", "24,x")
+    assert bad.exit_code == 2 and "'x' is not a whole number of GiB" in bad.output

@@ -24,7 +24,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 
 from ..data import ModelReport, RunResult  # noqa: E402
 from ..formatting import GB, GIB, axis_count, human_count  # noqa: E402
-from .memory_view import GPU_SIZES_GIB, memory_setting, method_title  # noqa: E402
+from .memory_view import memory_setting, method_title  # noqa: E402
 from .view import ChartRef, module_lora_rows, scenario_rows  # noqa: E402
 
 # Okabe & Ito's colour-blind-safe palette.
@@ -150,7 +150,7 @@ def memory_chart(report: ModelReport) -> ChartData:
         ylabel="GB (10^9 bytes)",
         categories=tuple(f"{method_title(row)}\n{memory_setting(row)}" for row in rows),
         series=series,
-        references=tuple((float(size * GIB), f"{size} GiB GPU") for size in GPU_SIZES_GIB),
+        references=tuple((float(size * GIB), f"{size} GiB GPU") for size in report.memory_context.gpu_sizes_gib),
         alt="Stacked bars: the training memory of full fine-tuning, LoRA and QLoRA, component by component, "
             "with lines at common GPU sizes.",
     )

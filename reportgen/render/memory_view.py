@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..data import Assumption, MemoryAssumptions, MemoryRow, ModelReport, Scenario
+from ..data import Assumption, MemoryContext, MemoryRow, ModelReport, Scenario
 from ..formatting import GIB, human_bytes
 from .compare import PEFT_TITLES
 
 METHOD_TITLES = {"full": "Full fine-tuning", "qlora": "QLoRA", **PEFT_TITLES}
-GPU_SIZES_GIB = MemoryAssumptions().gpu_sizes_gib  # the GPU sizes each memory row is marked against
 
 
 def method_title(row: MemoryRow) -> str:
@@ -63,6 +62,27 @@ class MemoryView:
     grid_columns: tuple[tuple[str, int], ...]  # (method, rank), rank by rank
     grid: tuple[MemoryGridRow, ...]
     assumptions: tuple[Assumption, ...]
+    context: MemoryContext = MemoryContext()
+
+    @property
+    def headroom(self) -> str:
+        """The headroom the fit marks leave free, in words ("1 GiB")."""
+        return f"{self.context.headroom_gib:g} GiB"
+
+    @property
+    def setting_words(self) -> str:
+        """Checkpointing and attention in words, defaults said as such."""
+        ckpt = ("on (the default, the usual choice for LoRA on one GPU)" if self.context.grad_checkpointing
+                else "off")
+        attention = ("SDPA (transformers' default: no s x s scores kept)" if self.context.attention == "sdpa"
+                     else "eager (the s x s scores are kept)")
+        return f"Gradient checkpointing {ckpt}; attention {attention}."
+
+    @property
+    def validation(self) -> tuple[str, ...]:
+        """How the estimate was checked, in words computed from the validation's summary; empty if none."""
+        checked = self.context.validation
+        return (checked.cpu_label, checked.gpu_label) if checked else ()
 
     @property
     def titles(self) -> tuple[str, ...]:
@@ -103,7 +123,8 @@ class MemoryView:
 
     @property
     def fits(self) -> tuple[GpuFit, ...]:
-        return tuple(GpuFit(size, tuple(row.fits(size) for row in self.headline)) for size in GPU_SIZES_GIB)
+        return tuple(GpuFit(size, tuple(row.fits(size) for row in self.headline))
+                     for size in self.context.gpu_sizes_gib)
 
 
 def memory_grid(report: ModelReport) -> tuple[tuple[tuple[str, int], ...], tuple[MemoryGridRow, ...]]:
@@ -120,4 +141,4 @@ def memory_grid(report: ModelReport) -> tuple[tuple[tuple[str, int], ...], tuple
 def memory_view(report: ModelReport) -> MemoryView:
     """The memory section of one model's page (empty when the report has no memory rows)."""
     columns, grid = memory_grid(report)
-    return MemoryView(report.memory_headline, columns, grid, report.memory_assumptions)
+    return MemoryView(report.memory_headline, columns, grid, report.memory_assumptions, report.memory_context)

@@ -97,6 +97,9 @@ def memory_lines(report: ModelReport) -> list[str]:
     others = len(report.memory) - len(report.memory_headline)
     if others:
         lines.append(f"  ({others} more lora/qlora rows, one per scenario and rank, are in report.json)")
+    checked = report.memory_context.validation
+    if checked:
+        lines += ["Checked (benchmarks/MEMORY.md)", f"  {checked.cpu_label}", f"  {checked.gpu_label}"]
     lines.append("Assumptions")
     lines += [f"  {item.name} = {item.value}: {item.statement} [{item.source}]" for item in report.memory_assumptions]
     return lines

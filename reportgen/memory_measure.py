@@ -1,0 +1,220 @@
+"""Measure the activations of one training step on CPU, exactly: the storages autograd keeps for the backward.
+
+A real small model (a bundled config with fewer layers and a smaller vocabulary, random bf16 weights) runs one forward pass with
+labels under ``torch.autograd.graph.saved_tensors_hooks``; every distinct storage handed to the hooks that
+is not a weight or buffer is summed. With gradient checkpointing the checkpoint keeps each layer's inputs
+(recorded where transformers hands them to the checkpoint function) and recomputes one layer at a time: that
+layer's forward is measured separately under the same hooks and added. The estimate's matching terms
+(reportgen.memory_activations) are computed for the same model and settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .analyse import analyse
+from .build import Built, build
+from .data import MemoryAssumptions, Scenario
+from .memory import adapter_bytes, memory_shape
+from .memory_activations import ActivationTerms, Training, activation_terms
+from .methods import plan_cell
+from .resolve import ModelSpec, resolve
+from .variants import ALL_LINEAR, DEFAULT_VARIANTS
+
+MEASURED_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+MEASURED_LAYERS = 4
+MEASURED_VOCAB = 8192  # shrunk too, so that the layers, not the logits, carry most of the measured bytes
+RANK = 16
+DTYPE = torch.bfloat16
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measured setting: what trains, attention, sequence length, checkpointing."""
+
+    method: str  # full or lora (all-linear, PEFT's defaults: fp32 adapters)
+    attention: str
+    seq_len: int
+    grad_checkpointing: bool
+    adapter_dtype: str = "fp32"  # PEFT's default autocast, or base: bf16 adapters
+    lora_dropout: float = 0.0
+
+    @property
+    def label(self) -> str:
+        ckpt = "checkpointing" if self.grad_checkpointing else "no checkpointing"
+        extra = "" if self.method == "full" else f", {self.adapter_dtype} adapters" + (
+            f", dropout {self.lora_dropout:g}" if self.lora_dropout else "")
+        return f"{self.method}, {self.attention}, s={self.seq_len}, {ckpt}{extra}"
+
+    @property
+    def assumptions(self) -> MemoryAssumptions:
+        """The estimate's assumptions for this case (batch 1, bf16 base)."""
+        return MemoryAssumptions(seq_len=self.seq_len, batch_size=1, grad_checkpointing=self.grad_checkpointing,
+                                 attention=self.attention, adapter_dtype=self.adapter_dtype,
+                                 lora_dropout=self.lora_dropout)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One case's measured bytes against the estimate's, in total and by part."""
+
+    case: Case
+    parts: tuple[tuple[str, int, int], ...]  # (part, measured, estimated)
+
+    @property
+    def measured(self) -> int:
+        return sum(measured for _, measured, _ in self.parts)
+
+    @property
+    def estimated(self) -> int:
+        return sum(estimated for _, _, estimated in self.parts)
+
+    @property
+    def ratio(self) -> float:
+        return self.estimated / self.measured
+
+
+CASES = tuple(
+    Case(method, attention, seq_len, ckpt)
+    for method in ("lora", "full") for attention in ("sdpa", "eager") for seq_len in (64, 128)
+    for ckpt in (False, True)
+) + (  # litgpt's LoRA settings: bf16 adapters, LoRA dropout
+    Case("lora", "sdpa", 128, False, "base"),
+    Case("lora", "sdpa", 128, False, "fp32", 0.05),
+    Case("lora", "sdpa", 128, False, "base", 0.05),
+)
+
+
+class SavedStorages:
+    """Distinct storages handed to autograd's saved-tensor hooks, weights and buffers excluded."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.excluded = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+        self.sizes: dict[int, int] = {}
+
+    def add(self, tensor: torch.Tensor) -> None:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in self.excluded:
+            self.sizes.setdefault(storage.data_ptr(), storage.nbytes())
+
+    @property
+    def total(self) -> int:
+        return sum(self.sizes.values())
+
+    @contextlib.contextmanager
+    def hooked(self) -> Iterator[None]:
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            self.add(tensor)
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            yield
+
+
+@functools.lru_cache(maxsize=1)
+def measured_config() -> Any:
+    """The measured model's config: the bundled one with fewer layers and a smaller vocabulary, the same widths."""
+    from .merge import replica_config
+
+    config = replica_config(build(resolve(ModelSpec(MEASURED_MODEL, "memory measurement"))).config, MEASURED_LAYERS)
+    config.vocab_size = MEASURED_VOCAB
+    return config
+
+
+def shrunk_model(case: Case) -> Any:
+    """The measured model with real bf16 weights; LoRA on all linear layers with PEFT's defaults (fp32 adapters)."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model: Any = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+        measured_config(), dtype=DTYPE, attn_implementation=case.attention)
+    if case.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(r=RANK, target_modules="all-linear", lora_dropout=case.lora_dropout)
+        model = get_peft_model(model, config, autocast_adapter_dtype=case.adapter_dtype == "fp32")
+    if case.grad_checkpointing:
+        model.gradient_checkpointing_enable()  # transformers' default: non-reentrant torch.utils.checkpoint
+    model.train()
+    return model
+
+
+def _decoder_layers(model: nn.Module) -> list[Any]:
+    return [module for module in model.modules() if getattr(module, "gradient_checkpointing", False)]
+
+
+def measure(case: Case) -> tuple[int, int, int]:
+    """Measured bytes: kept outside the layers, the layers' inputs (checkpointing), the layers or one layer."""
+    model = shrunk_model(case)
+    ids = torch.randint(0, 1000, (1, case.seq_len), generator=torch.Generator().manual_seed(0))
+    outside = SavedStorages(model)
+    inputs = SavedStorages(model)
+    calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+    for layer in _decoder_layers(model):
+        layer._gradient_checkpointing_func = functools.partial(_recording, layer._gradient_checkpointing_func,
+                                                               inputs, calls)
+    with outside.hooked():
+        model(input_ids=ids, labels=ids)
+    if not case.grad_checkpointing:
+        return 0, 0, outside.total
+    function, args = calls[0]  # the first layer's recomputation, under the same hooks
+    one_layer = SavedStorages(model)
+    with one_layer.hooked():
+        function(*args)
+    # The checkpoint hands the layers' inputs to the outer hooks too: each storage is counted once, as an input.
+    outside_only = sum(size for pointer, size in outside.sizes.items() if pointer not in inputs.sizes)
+    return outside_only, inputs.total, one_layer.total
+
+
+def _recording(checkpoint: Callable[..., Any], inputs: SavedStorages,
+               calls: list[tuple[Callable[..., Any], tuple[Any, ...]]], function: Any, *args: Any) -> Any:
+    """transformers' checkpoint call, with the tensors the checkpoint keeps (the layer's inputs) recorded."""
+    for value in (*args, *function.keywords.values()):
+        for tensor in value if isinstance(value, tuple) else (value,):
+            if isinstance(tensor, torch.Tensor):
+                inputs.add(tensor)
+    calls.append((function, args))
+    return checkpoint(function, *args)
+
+
+def estimated(case: Case) -> ActivationTerms:
+    """The estimate's activation terms for the measured model and case."""
+    from .build import build_meta_model, describe_build
+    from .roles import dimensions
+
+    config = measured_config()
+    resolved = resolve(ModelSpec(MEASURED_MODEL, "memory measurement"))
+    meta = build_meta_model(config)
+    analysis = analyse(Built(resolved, config, meta, dimensions(config), describe_build(resolved, meta)))
+    shape = memory_shape(analysis.info.dimensions, analysis.rows, config)
+    a = case.assumptions
+    if case.method == "full":
+        return activation_terms(shape, a, Training(full=True, element=2, adapter=2))
+    plan = plan_cell(Scenario("all_linear", (ALL_LINEAR,), ""), RANK, DEFAULT_VARIANTS[0], analysis.rows,
+                     analysis.info.model_type)
+    element, adapter = adapter_bytes("lora", a)
+    # On CPU torch's dropout is not fused: it keeps its mask in the input's dtype, not as a bool
+    # (ATen Dropout.cpp, is_fused_kernel_acceptable: CUDA and XPU only).
+    return activation_terms(shape, a, Training(full=False, element=element, adapter=adapter, chosen=plan.rows,
+                                               rank=RANK, dropout=case.lora_dropout > 0, mask=adapter))
+
+
+def compare(case: Case) -> Measurement:
+    """One case measured and estimated, part by part."""
+    outside, inputs, layers = measure(case)
+    terms = estimated(case)
+    parts: tuple[tuple[str, int, int], ...]
+    if case.grad_checkpointing:
+        parts = (("outside the layers", outside, terms.head),
+                 ("layer inputs (checkpoint)", inputs, terms.layer_inputs + terms.shared),
+                 ("one layer recomputed", layers, terms.layer))
+    else:
+        parts = (("every saved tensor", layers, terms.saved),)
+    return Measurement(case, parts)
