@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from accelerate import init_empty_weights
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora.layer import ParamWrapper
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
@@ -215,14 +216,13 @@ def base_and_adapted_logits(peft_model: PeftModel, ids: torch.Tensor) -> tuple[t
     pass over a large model is bound by reading its weights, so one pass for
     both costs about half as much as two.
     """
+    if any(isinstance(module, ParamWrapper) for module in peft_model.modules()):
+        # PEFT runs no mixed batch through a wrapped parameter (experts, a router), and a refused one
+        # leaves its hooks behind: the base pass runs on its own.
+        return two_pass_logits(peft_model, ids)
     both = torch.cat([ids, ids])
     names = ["__base__"] * len(ids) + ["default"] * len(ids)
-    try:
-        out = logits(peft_model, both, adapter_names=names)
-    except (ValueError, TypeError) as exc:  # a layer PEFT cannot run mixed batches through (ParamWrapper: experts)
-        if "mixed adapter batch" not in str(exc):
-            raise
-        return two_pass_logits(peft_model, ids)
+    out = logits(peft_model, both, adapter_names=names)
     return out[: len(ids)], out[len(ids):]
 
 
@@ -244,7 +244,9 @@ def _refresh_classes(base: _Snapshot, peft_model: PeftModel) -> None:
             continue  # the LoRA layer's own parts and the layer it wraps
         if isinstance(module, BaseTunerLayer):
             tuners.append(name)
-            module = module.get_base_layer()
+            for inner, part in module.get_base_layer().named_modules():  # the wrapped module and its parts
+                classes[f"{name}.{inner}" if inner else name] = type(part)
+            continue
         classes[name] = type(module)
     base.classes.clear()
     base.classes.update(classes)
