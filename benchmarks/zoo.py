@@ -195,13 +195,15 @@ def readme_line(entries: list[ZooEntry], result: RunResult) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes (default: one per core)")
+    parser.add_argument("--jobs", type=int, default=0, help="processes; 0: one per core, as reportgen's --jobs 0 "
+                                                            "(default: 0)")
     parser.add_argument("--out", type=Path, default=ZOO_MD, help="where to write ZOO.md")
     parser.add_argument("--merge-budget", type=float, default=4.0, metavar="GIB",
                         help="memory the merge checks of the whole run may use, in GiB (2^30 bytes); 0: no merge "
                              "check (default: 4)")
     parser.add_argument("model_types", nargs="*", help="only these model types (default: all)")
     args = parser.parse_args()
+    args.jobs = args.jobs or os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="reportgen-zoo-") as folder:
         budget = args.merge_budget or None
         start = time.perf_counter()

@@ -34,6 +34,7 @@ from .errors import UsageError, one_line
 from .formatting import GIB
 from .merge_plan import BATCH, RUNTIME_BYTES, Keep, MergePlan, Replica, describe, plan_materialisation, sizes
 from .replica import layer_stacks, prune
+from .routing import Routing, router_paths
 from .variants import ALL_LINEAR
 
 # The budget is binary: --merge-budget 8 is 8 GiB (8 * 2^30 bytes), and every message says GiB.
@@ -208,30 +209,75 @@ def logits(model: nn.Module, ids: torch.Tensor, **kwargs: object) -> torch.Tenso
     return out
 
 
-def base_and_adapted_logits(peft_model: PeftModel, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def base_and_adapted_logits(
+    peft_model: PeftModel, ids: torch.Tensor, routing: Routing | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The base model's and the adapted model's logits for the batch, from one forward pass.
 
     PEFT's mixed-batch forward runs the batch twice over, the first copy through
     the base layers alone ("__base__") and the second with the adapter. On CPU a
     pass over a large model is bound by reading its weights, so one pass for
-    both costs about half as much as two.
+    both costs about half as much as two. ``routing`` records the routers' outputs
+    of the adapted pass.
     """
     if any(isinstance(module, ParamWrapper) for module in peft_model.modules()):
         # PEFT runs no mixed batch through a wrapped parameter (experts, a router), and a refused one
         # leaves its hooks behind: the base pass runs on its own.
-        return two_pass_logits(peft_model, ids)
+        return two_pass_logits(peft_model, ids, routing)
     both = torch.cat([ids, ids])
     names = ["__base__"] * len(ids) + ["default"] * len(ids)
-    out = logits(peft_model, both, adapter_names=names)
+    with _recording(routing, peft_model):
+        out = logits(peft_model, both, adapter_names=names)
     return out[: len(ids)], out[len(ids):]
 
 
-def two_pass_logits(peft_model: PeftModel, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def two_pass_logits(
+    peft_model: PeftModel, ids: torch.Tensor, routing: Routing | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The base model's logits with the adapter disabled, then the adapted ones (the same doubled batch)."""
     both = torch.cat([ids, ids])
     with peft_model.disable_adapter():
         before = logits(peft_model, both)[len(ids):]
-    return before, logits(peft_model, both)[len(ids):]
+    with _recording(routing, peft_model):
+        return before, logits(peft_model, both)[len(ids):]
+
+
+def _recording(routing: Routing | None, peft_model: PeftModel) -> contextlib.AbstractContextManager[None]:
+    return routing.record(peft_model.get_base_model()) if routing else contextlib.nullcontext()
+
+
+def _is_tuner(module: nn.Module) -> bool:
+    return isinstance(module, BaseTunerLayer)
+
+
+@contextlib.contextmanager
+def _calls(peft_model: PeftModel) -> Iterator[set[str]]:
+    """The names of the LoRA layers that run while the block runs."""
+    called: set[str] = set()
+    handles = [
+        module.register_forward_pre_hook(lambda *_, name=name: called.add(name))
+        for name, module in peft_model.named_modules() if _is_tuner(module)
+    ]
+    try:
+        yield called
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def _idle_adapters(peft_model: PeftModel, called: set[str]) -> list[str]:
+    """LoRA layers the forward pass never ran, their B zeroed: no gradient would ever reach them in training
+    (Jamba reads dt_proj.weight directly; a text batch never reaches a vision tower), so a trained adapter
+    has B = 0 there, and their merge is a no-op."""
+    idle = []
+    for name, module in peft_model.named_modules():
+        if _is_tuner(module) and name not in called:
+            idle.append(name.removeprefix("base_model.model."))
+            for param_name, param in module.named_parameters():
+                if "lora_B" in param_name:
+                    param.zero_()
+    return idle
 
 
 def _refresh_classes(base: _Snapshot, peft_model: PeftModel) -> None:
@@ -406,13 +452,16 @@ def _run(
     filler = PatternFill(device, dtype)
     model = materialise(chosen.config, device, dtype, filler, trust_remote_code, replica.keep)
     base = _Snapshot(parameter_count(model), module_classes(model), embeddings_tied(model))
-    ids = fixed_batch(chosen.vocab_size or chosen.config.vocab_size, device)
+    ids = fixed_batch(chosen.vocab_size, device)
+    routing = Routing(router_paths(model))  # fixed routing: see reportgen.routing
     peft_model = _adapt(model, targets, parameters, filler)
-    before, adapted = base_and_adapted_logits(peft_model, ids)
-    if not (adapted - before).abs().max().item() > 0:
+    with _calls(peft_model) as called:
+        before, adapted = base_and_adapted_logits(peft_model, ids, routing)
+    idle = _idle_adapters(peft_model, called)
+    if idle or not (adapted - before).abs().max().item() > 0:
         # PEFT's mixed batch splits on the first axis: a model that runs sequence-first (XLNet) or that
         # folds the batch (MPT) gets one adapter for both halves. The base pass then runs on its own.
-        before, adapted = two_pass_logits(peft_model, ids)
+        before, adapted = two_pass_logits(peft_model, ids, routing)
     _refresh_classes(base, peft_model)
     try:
         merged = merge(peft_model)
@@ -420,7 +469,8 @@ def _run(
         if merge is merge_and_unload:
             raise PeftCannot(f"PEFT cannot merge this adapter: {type(exc).__name__}: {one_line(str(exc))}") from None
         raise
-    after = logits(merged, torch.cat([ids, ids]))[len(ids):]  # the same batch shape as the adapted pass
+    with routing.replay(merged):
+        after = logits(merged, torch.cat([ids, ids]))[len(ids):]  # the same batch shape as the adapted pass
     scale = max(adapted.abs().max().item(), 1e-30)
     tolerance = RELATIVE_TOLERANCE[dtype] * scale
     diff = (after - adapted).abs().max().item()
@@ -428,6 +478,9 @@ def _run(
     problems = structure_problems(merged, base)
     if not diff <= tolerance:  # also catches NaN
         problems.insert(0, f"merged logits differ from the adapted ones by {diff:.3g} > tolerance {tolerance:.3g}")
+    if not routing.relative_diff <= RELATIVE_TOLERANCE[dtype]:
+        problems.insert(0, f"a merged router's output differs from the adapted one by {routing.relative_diff:.3g} "
+                           f"of its scale > {RELATIVE_TOLERANCE[dtype]:g}")
     if not effect >= MIN_EFFECT_TOLERANCES * tolerance:
         problems.append(f"the LoRA moved the logits by only {effect:.3g}, too little for the check to prove anything")
     dtype_name = str(dtype).removeprefix("torch.")
@@ -444,6 +497,11 @@ def _run(
             f"merged logits equal the adapted ones within {RELATIVE_TOLERANCE[dtype]:g} of the largest logit "
             f"({scale:.3g}); the LoRA itself moved them by {effect:.3g}; parameters, module classes"
             f"{' and tied embeddings' if base.tied else ''} are the base model's again, no LoRA module remains"
+            + (f"; {len(idle)} adapted module(s) never ran in the forward pass (first: {idle[0]}; the model "
+               "reads their weight directly or the batch does not reach them): their B is zero, as training "
+               "would leave it" if idle else "")
+            + (f"; routing fixed to the adapted pass's ({len(routing.paths)} router(s), whose merged outputs agree "
+               f"within {routing.relative_diff:.2g} of their scale)" if routing.paths else "")
         ),
     )
     return check, repr(merged)

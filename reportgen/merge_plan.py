@@ -17,7 +17,7 @@ from transformers import PretrainedConfig
 
 from .build import build_meta_model, parameter_count
 from .formatting import gib_figure
-from .replica import REPLICA_EXPERTS, Stack, kept_parameters, layer_stacks, shrink_config
+from .replica import REPLICA_EXPERTS, Stack, kept_parameters, layer_stacks, shrink_config, vocab_size
 
 RUNTIME_BYTES = 512 * 1024**2  # the interpreter, torch, transformers and PEFT themselves (~0.4 GiB RSS)
 BATCH = (2, 4)  # (sequences, tokens): 8 token positions; the forward passes cost in proportion
@@ -75,11 +75,12 @@ def plan_materialisation(
 ) -> MergePlan:
     """The whole model if it fits (and ``replica`` is not asked for), else the smallest plan that fits."""
     whole_model = _meta(config, trust_remote_code)
-    whole = estimate_bytes(parameter_count(whole_model), dtype, int(getattr(config, "vocab_size", 0) or 0))
+    vocab = vocab_size(config)
+    whole = estimate_bytes(parameter_count(whole_model), dtype, vocab)
     if whole <= budget_bytes and not replica:
         layers = max((stack.length for stack in layer_stacks(whole_model)), default=0)
         everything = Replica({}, f"all {layers} layers" if layers else "every module", whole)
-        return MergePlan("whole", config, (everything,), (), 0, whole, budget_bytes)
+        return MergePlan("whole", config, (everything,), (), vocab, whole, budget_bytes)
     smallest = whole
     for experts in REPLICA_EXPERTS:
         shrunk = shrink_config(config, experts)

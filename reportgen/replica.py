@@ -63,7 +63,7 @@ def shrink_config(config: PretrainedConfig, experts: int) -> Shrunk:
     for cfg in configs(shrunk):
         cuts += _shrink_experts(cfg, experts)
         cuts += _shrink_vocab(cfg)
-    vocab = _vocab_size(shrunk)
+    vocab = vocab_size(shrunk)
     return Shrunk(shrunk, tuple(dict.fromkeys(cuts)), vocab)
 
 
@@ -117,8 +117,14 @@ def _shrink_vocab(cfg: PretrainedConfig) -> list[str]:
     return cuts
 
 
-def _vocab_size(config: PretrainedConfig) -> int:
+def vocab_size(config: PretrainedConfig) -> int:
     """The vocabulary the model's logits span (the text config's for a composite model)."""
+    try:
+        text = config.get_text_config(decoder=True)
+    except ValueError:  # several text configs: the first that states a vocabulary below
+        text = config
+    if (value := _int_attr(text, "vocab_size")) is not None:
+        return value
     for cfg in configs(config):
         if (value := _int_attr(cfg, "vocab_size")) is not None:
             return value
