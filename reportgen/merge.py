@@ -12,7 +12,6 @@ count, module classes and tied embeddings, and no LoRA module left.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import gc
 import warnings
@@ -20,42 +19,29 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from accelerate import init_empty_weights
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora.layer import ParamWrapper
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
-from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
 from .budget import reserve
 from .build import embeddings_tied, parameter_count
 from .data import REFERENCE, MergeCheck, MergeStatus
 from .errors import UsageError, one_line
 from .formatting import GIB
-from .merge_plan import BATCH, RUNTIME_BYTES, Keep, MergePlan, Replica, describe, plan_materialisation, sizes
-from .replica import layer_stacks, prune
+from .materialise import PatternFill, fixed_batch, materialise
+from .merge_plan import BATCH, RUNTIME_BYTES, MergePlan, Replica, describe, plan_materialisation, sizes
 from .routing import Routing, router_paths
 from .variants import ALL_LINEAR
 
 # The budget is binary: --merge-budget 8 is 8 GiB (8 * 2^30 bytes), and every message says GiB.
 CPU_BUDGET_GIB = 8.0  # fits every bundled model up to ~1.5B whole on a 24 GiB laptop; larger ones as a replica
 CUDA_BUDGET_FRACTION = 0.5  # of the GPU's own memory
-SEED = 0
-__all__ = ["BATCH", "RUNTIME_BYTES", "MergePlan", "check_merge", "plan_materialisation"]
+__all__ = ["BATCH", "RUNTIME_BYTES", "MergePlan", "PatternFill", "check_merge", "materialise", "plan_materialisation"]
 
-# The fill. Drawing 1.2B normal samples costs ~20 s on two cores, so each tensor is
-# instead filled by tiling one seeded uniform block of a prime length: the copy runs
-# at memory speed, consecutive tensors start at different offsets of one long stream,
-# and because the length is prime no row of a (out, in) weight repeats another
-# (rows repeat only every PATTERN_LENGTH rows). The values are non-constant and
-# deterministic; the merge algebra does not care how random they are, only that
-# they are not degenerate. Scales keep activations and logits O(1): weights
-# U(-0.03, 0.03) (std ~0.017, near the usual initializer_range), norm weights 1 +
-# that, biases that alone; LoRA A and B U(-0.08, 0.08), so that scaling * B @ A
-# (alpha/r = 2) is as large as the base weight it is added to and moves the logits
-# by far more than the tolerance.
-PATTERN_LENGTH = 4_194_301  # prime, > any weight row
-WEIGHT_SCALE = 0.03
+# LoRA A and B U(-0.08, 0.08) (see reportgen.materialise for the base weights' fill): scaling * B @ A
+# (alpha/r = 2) is as large as the base weight it is added to and moves the logits by far more than the tolerance.
 LORA_SCALE = 0.08
 
 # Logit tolerance, relative to the largest adapted logit. fp32: the adapted and
@@ -67,6 +53,7 @@ LORA_SCALE = 0.08
 RELATIVE_TOLERANCE: dict[torch.dtype, float] = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
 # The LoRA must move the logits by at least this many tolerances, or the check proves nothing.
 MIN_EFFECT_TOLERANCES = 10.0
+
 
 Merge = Callable[[PeftModel], nn.Module]
 
@@ -119,87 +106,6 @@ def default_budget_bytes(device: str) -> int:
     if device == "cuda":
         return int(torch.cuda.get_device_properties(0).total_memory * CUDA_BUDGET_FRACTION)
     return int(CPU_BUDGET_GIB * GIB)
-
-
-class PatternFill:
-    """Fills tensors from one seeded stream: a uniform block of prime length, tiled (see PATTERN_LENGTH)."""
-
-    def __init__(self, device: str, dtype: torch.dtype, seed: int = SEED) -> None:
-        generator = torch.Generator().manual_seed(seed)
-        self.unit = torch.empty(PATTERN_LENGTH).uniform_(-1.0, 1.0, generator=generator)
-        self.device, self.dtype = device, dtype
-        self.blocks: dict[float, torch.Tensor] = {}  # the block pre-scaled, so each tensor is written once
-        self.offset = 0
-
-    @torch.no_grad()
-    def fill(self, tensor: torch.Tensor, scale: float, shift: float = 0.0) -> None:
-        """tensor <- shift + scale * the next tensor.numel() values of the stream."""
-        if scale not in self.blocks:
-            self.blocks[scale] = (self.unit * scale).to(device=self.device, dtype=self.dtype)
-        block = self.blocks[scale]
-        flat = tensor.view(-1)
-        done = 0
-        while done < flat.numel():
-            start = (self.offset + done) % PATTERN_LENGTH
-            count = min(PATTERN_LENGTH - start, flat.numel() - done)
-            flat[done:done + count].copy_(block[start:start + count])
-            done += count
-        self.offset += flat.numel()
-        if shift:
-            flat.add_(shift)
-
-
-def materialise(
-    config: PretrainedConfig, device: str, dtype: torch.dtype, filler: PatternFill, trust_remote_code: bool = False,
-    keep: Keep | None = None,
-) -> PreTrainedModel:
-    """The model (its stacks cut to ``keep`` when given) with every parameter allocated once on device and filled."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # Parameters on meta, buffers (rotary inv_freq, ...) computed for real.
-        with init_empty_weights(include_buffers=False):
-            model: PreTrainedModel = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
-                copy.deepcopy(config), trust_remote_code=trust_remote_code
-            )
-    if keep:
-        prune(model, layer_stacks(model), keep)
-    model.tie_weights()  # tie on meta, so a tied head is allocated once, not filled twice
-    made: dict[int, nn.Parameter] = {}
-    for module in model.modules():
-        is_norm = "norm" in type(module).__name__.lower()
-        for name, param in list(module._parameters.items()):
-            if param is None:
-                continue
-            if id(param) not in made:
-                real = nn.Parameter(torch.empty(param.shape, device=device, dtype=dtype), requires_grad=False)
-                # Norm weights near 1; any other vector (a bias, DiffLlama's lambda_q1, Mamba's D) near 0, as
-                # initialised: a vector of ones in exp(lambda_q1 . lambda_k1) overflows fp32.
-                shift = 1.0 if param.dim() == 1 and is_norm and not name.endswith("bias") else 0.0
-                filler.fill(real, WEIGHT_SCALE, shift)
-                made[id(param)] = real
-            module._parameters[name] = made[id(param)]
-    for module in model.modules():  # the buffers (rotary inv_freq, ...); the parameters are already there
-        for name, buffer in list(module._buffers.items()):
-            if buffer is not None:
-                module._buffers[name] = buffer.to(device)
-    model.eval()  # type: ignore[no-untyped-call]
-    _default_language(model, config)
-    return model
-
-
-def _default_language(model: nn.Module, config: PretrainedConfig) -> None:
-    """X-MOD routes each batch through one language's adapter: the config's first language, as a user would set."""
-    languages = list(getattr(config, "languages", None) or ())
-    for module in model.modules():
-        if languages and callable(setter := getattr(module, "set_default_language", None)):
-            setter(languages[0])
-            return
-
-
-def fixed_batch(vocab_size: int, device: str) -> torch.Tensor:
-    """The same token ids for every run: a (sequences, tokens) stride through the vocabulary."""
-    count = BATCH[0] * BATCH[1]
-    return ((torch.arange(count) * 7919 + 13) % vocab_size).view(*BATCH).to(device)
 
 
 @torch.inference_mode()
