@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from peft.tuners.lora.layer import ParamWrapper
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
@@ -32,7 +31,7 @@ from .errors import UsageError, one_line
 from .formatting import GIB
 from .materialise import PatternFill, fixed_batch, materialise
 from .merge_plan import BATCH, RUNTIME_BYTES, MergePlan, Replica, describe, plan_materialisation, sizes
-from .routing import Routing, router_paths
+from .routing import Routing, base_and_adapted_logits, logits, router_paths, two_pass_logits
 from .variants import ALL_LINEAR
 
 # The budget is binary: --merge-budget 8 is 8 GiB (8 * 2^30 bytes), and every message says GiB.
@@ -106,50 +105,6 @@ def default_budget_bytes(device: str) -> int:
     if device == "cuda":
         return int(torch.cuda.get_device_properties(0).total_memory * CUDA_BUDGET_FRACTION)
     return int(CPU_BUDGET_GIB * GIB)
-
-
-@torch.inference_mode()
-def logits(model: nn.Module, ids: torch.Tensor, **kwargs: object) -> torch.Tensor:
-    """The model's logits for the batch, in fp32."""
-    out: torch.Tensor = model(input_ids=ids, use_cache=False, **kwargs).logits.float()
-    return out
-
-
-def base_and_adapted_logits(
-    peft_model: PeftModel, ids: torch.Tensor, routing: Routing | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The base model's and the adapted model's logits for the batch, from one forward pass.
-
-    PEFT's mixed-batch forward runs the batch twice over, the first copy through
-    the base layers alone ("__base__") and the second with the adapter. On CPU a
-    pass over a large model is bound by reading its weights, so one pass for
-    both costs about half as much as two. ``routing`` records the routers' outputs
-    of the adapted pass.
-    """
-    if any(isinstance(module, ParamWrapper) for module in peft_model.modules()):
-        # PEFT runs no mixed batch through a wrapped parameter (experts, a router), and a refused one
-        # leaves its hooks behind: the base pass runs on its own.
-        return two_pass_logits(peft_model, ids, routing)
-    both = torch.cat([ids, ids])
-    names = ["__base__"] * len(ids) + ["default"] * len(ids)
-    with _recording(routing, peft_model):
-        out = logits(peft_model, both, adapter_names=names)
-    return out[: len(ids)], out[len(ids):]
-
-
-def two_pass_logits(
-    peft_model: PeftModel, ids: torch.Tensor, routing: Routing | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The base model's logits with the adapter disabled, then the adapted ones (the same doubled batch)."""
-    both = torch.cat([ids, ids])
-    with peft_model.disable_adapter():
-        before = logits(peft_model, both)[len(ids):]
-    with _recording(routing, peft_model):
-        return before, logits(peft_model, both)[len(ids):]
-
-
-def _recording(routing: Routing | None, peft_model: PeftModel) -> contextlib.AbstractContextManager[None]:
-    return routing.record(peft_model.get_base_model()) if routing else contextlib.nullcontext()
 
 
 def _is_tuner(module: nn.Module) -> bool:

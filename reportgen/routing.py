@@ -1,4 +1,4 @@
-"""Fixed routing for the merge check: a router's choice cannot flip between the adapted and the merged pass.
+"""The merge check's forward passes, with fixed routing: a router's choice cannot flip between them.
 
 In a mixture of experts, the adapted and the merged model compute the same router
 logits up to rounding; where two experts score within a rounding error of each
@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from peft import PeftModel
+from peft.tuners.lora.layer import ParamWrapper
 from torch import nn
 
 ROUTER_NAMES = ("gate", "router")  # the last part of a router's module name in transformers' MoE blocks
@@ -98,3 +100,63 @@ def _hooks(model: nn.Module, paths: list[str], make: Any) -> Iterator[None]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+@torch.inference_mode()
+def logits(model: nn.Module, ids: torch.Tensor, **kwargs: object) -> torch.Tensor:
+    """The model's logits for the batch, in fp32."""
+    out: torch.Tensor = model(input_ids=ids, use_cache=False, **kwargs).logits.float()
+    return out
+
+
+def base_and_adapted_logits(
+    peft_model: PeftModel, ids: torch.Tensor, routing: Routing | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The base model's and the adapted model's logits for the batch, from one forward pass.
+
+    PEFT's mixed-batch forward runs the batch twice over, the first copy through
+    the base layers alone ("__base__") and the second with the adapter. On CPU a
+    pass over a large model is bound by reading its weights, so one pass for
+    both costs about half as much as two. ``routing`` records the routers' outputs
+    of the adapted pass.
+    """
+    if (routing and routing.paths) or any(isinstance(module, ParamWrapper) for module in peft_model.modules()):
+        # PEFT runs no mixed batch through a wrapped parameter (experts, a router) nor through a MoE block
+        # that flattens the tokens: the base pass runs on its own.
+        return two_pass_logits(peft_model, ids, routing)
+    both = torch.cat([ids, ids])
+    names = ["__base__"] * len(ids) + ["default"] * len(ids)
+    try:
+        with _recording(routing, peft_model):
+            out = logits(peft_model, both, adapter_names=names)
+    except (ValueError, TypeError) as exc:
+        if "adapter" not in str(exc):
+            raise
+        _drop_adapter_name_hooks(peft_model)
+        return two_pass_logits(peft_model, ids, routing)
+    return out[: len(ids)], out[len(ids):]
+
+
+def _drop_adapter_name_hooks(peft_model: PeftModel) -> None:
+    """PEFT 0.21 leaves its mixed-batch hooks on the layers when the forward raises (its context manager
+    has no finally): removed here, so that the next pass is not a mixed batch."""
+    for module in peft_model.modules():
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if getattr(getattr(hook, "func", None), "__name__", "") == "_adapter_names_pre_forward_hook":
+                del module._forward_pre_hooks[key]
+                module._forward_pre_hooks_with_kwargs.pop(key, None)
+
+
+def two_pass_logits(
+    peft_model: PeftModel, ids: torch.Tensor, routing: Routing | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The base model's logits with the adapter disabled, then the adapted ones (the same doubled batch)."""
+    both = torch.cat([ids, ids])
+    with peft_model.disable_adapter():
+        before = logits(peft_model, both)[len(ids):]
+    with _recording(routing, peft_model):
+        return before, logits(peft_model, both)[len(ids):]
+
+
+def _recording(routing: Routing | None, peft_model: PeftModel) -> contextlib.AbstractContextManager[None]:
+    return routing.record(peft_model.get_base_model()) if routing else contextlib.nullcontext()
