@@ -26,7 +26,7 @@ test-fast: $(VENV)/.installed ## Run the tests without the slow sweeps and the b
 bench: $(VENV)/.installed ## Run the benchmark and write benchmarks/RESULTS.md
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench.py
 
-zoo: $(VENV)/.installed ## Every causal-LM model type of the pinned transformers through reportgen: benchmarks/ZOO.md
+zoo: $(VENV)/.installed ## Every causal-LM model type of the pinned transformers through reportgen, merge checks at --merge-budget 4 GiB: benchmarks/ZOO.md
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/zoo.py
 
 update-gold: $(VENV)/.installed ## Refresh the golden files in tests/gold/ (read the diff before committing)
