@@ -69,9 +69,9 @@ def materialise(
             model: PreTrainedModel = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
                 copy.deepcopy(config), trust_remote_code=trust_remote_code
             )
-    if keep:
-        prune(model, layer_stacks(model), keep)
     model.tie_weights()  # tie on meta, so a tied head is allocated once, not filled twice
+    if keep:  # after tying: a block shared between layers (Zamba) is tied by the layers' names before the cut
+        prune(model, layer_stacks(model), keep)
     made: dict[int, nn.Parameter] = {}
     for module in model.modules():
         is_norm = "norm" in type(module).__name__.lower()

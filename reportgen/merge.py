@@ -232,11 +232,22 @@ def check_merge(
     for each in chosen.replicas:
         with reserve(each.needed_bytes):  # with --jobs: waits until the run's shared budget has room
             check, printout = _check_one(chosen, each, targets, parameters, device, dtype, merge, trust_remote_code)
+        if len(chosen.replicas) > 1 and check.status == MergeStatus.NOT_APPLICABLE and _matched_nothing(check):
+            continue  # this kind of layer has none of the targets (a Mamba layer for q, k, v, o): nothing to merge
         checks.append(dataclasses.replace(check, materialised=describe(chosen, each, lora, dtype_name)))
         printouts.append(printout)
         if check.status != MergeStatus.PASSED:
             break  # the first replica that does not pass is the verdict
+    if not checks:
+        return MergeCheck(status=MergeStatus.NOT_APPLICABLE, device=device, dtype=dtype_name,
+                          note=f"not applicable: no replica has any of the targets ({lora})"), ""
     return _combined(checks), "\n\n".join(p for p in printouts if p)
+
+
+def _matched_nothing(check: MergeCheck) -> bool:
+    """PEFT found none of the targets in this replica (its NoMatchingPeftModuleError)."""
+    return any(words in check.note for words in ("not found in the base model", "No modules were targeted",
+                                                  "no parameter was matched"))
 
 
 def _check_one(
