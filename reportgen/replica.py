@@ -232,7 +232,10 @@ def prune(model: nn.Module, stacks: list[Stack], keep: dict[str, list[int]]) -> 
                 setattr(cfg, attr, type(value)(value[index] for index in kept))
         for attr, value in _layer_counts(cfg).items():
             if value == stack.length:
-                setattr(cfg, attr, len(kept))
+                try:
+                    setattr(cfg, attr, len(kept))
+                except NotImplementedError:  # an alias the config refuses to set (ProphetNet's num_hidden_layers)
+                    pass
 
 
 def kept_parameters(model: nn.Module, stacks: list[Stack], keep: dict[str, list[int]]) -> int:
