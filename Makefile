@@ -34,7 +34,7 @@ test-fast: $(VENV)/.installed $(VENV)/.docs ## Run the tests without the slow sw
 bench: $(VENV)/.installed ## Run the benchmark and write benchmarks/RESULTS.md
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench.py
 
-zoo: $(VENV)/.installed ## Every causal-LM model type of the pinned transformers through reportgen: benchmarks/ZOO.md
+zoo: $(VENV)/.installed ## Every causal-LM model type of the pinned transformers through reportgen, merge checks at --merge-budget 4 GiB: benchmarks/ZOO.md
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/zoo.py
 
 validate-memory: $(VENV)/.installed ## The memory estimate against CPU measurements and published GPU runs: benchmarks/MEMORY.md

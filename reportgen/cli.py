@@ -222,8 +222,10 @@ def cli() -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the merge check runs.")
 @click.option("--merge-budget", type=click.FloatRange(min=0, min_open=True), default=None, metavar="GIB",
-              help="Memory the merge check may use, in GiB (2^30 bytes) [default: 8 on CPU, half the GPU's memory on CUDA]. "
-                   "A model over it is checked as a replica with fewer layers, or skipped when even that is over.")
+              help="Memory the merge checks of the whole run may use, in GiB (2^30 bytes) [default: 8 on CPU, half "
+                   "the GPU's memory on CUDA]; with --jobs a model's check waits until its share is free. A model "
+                   "over it is checked as a replica (every kind of layer at full width, fewer layers, experts and "
+                   "tokens), one replica per kind of layer, or skipped when even that is over.")
 @click.option("--no-merge-check", is_flag=True, help="Skip the merge_and_unload check on real tensors.")
 @jobs_option
 @click.option("--wait", is_flag=True,

@@ -210,6 +210,8 @@ class MergeCheck:
     params_after_merge: int | None = None
     note: str = ""
     lora_effect: float | None = None  # max |adapted - base| logits: how far the LoRA moved them (non-vacuity)
+    all_linear: MergeCheck | None = None  # the second pass: all-linear on a replica with every kind of layer
+    seconds: float | None = field(default=None, metadata={"json": False})  # how long both passes took (make zoo)
 
     @property
     def status_label(self) -> str:

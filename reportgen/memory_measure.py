@@ -121,9 +121,12 @@ class SavedStorages:
 @functools.lru_cache(maxsize=1)
 def measured_config() -> Any:
     """The measured model's config: the bundled one with fewer layers and a smaller vocabulary, the same widths."""
-    from .merge import replica_config
+    import copy
 
-    config = replica_config(build(resolve(ModelSpec(MEASURED_MODEL, "memory measurement"))).config, MEASURED_LAYERS)
+    config = copy.deepcopy(build(resolve(ModelSpec(MEASURED_MODEL, "memory measurement"))).config)
+    config.num_hidden_layers = MEASURED_LAYERS  # a Llama: every layer the same kind
+    if isinstance(getattr(config, "layer_types", None), list):
+        config.layer_types = config.layer_types[:MEASURED_LAYERS]
     config.vocab_size = MEASURED_VOCAB
     return config
 

@@ -12,46 +12,35 @@ count, module classes and tied embeddings, and no LoRA module left.
 from __future__ import annotations
 
 import contextlib
-import copy
+import dataclasses
 import gc
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from accelerate import init_empty_weights
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
-from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
-from .build import build_meta_model, embeddings_tied, parameter_count
+from .budget import reserve
+from .build import embeddings_tied, parameter_count
 from .data import REFERENCE, MergeCheck, MergeStatus
-from .variants import ALL_LINEAR
 from .errors import UsageError, one_line
-from .formatting import GIB, gib_figure
+from .formatting import GIB
+from .materialise import PatternFill, fixed_batch, materialise
+from .merge_plan import BATCH, RUNTIME_BYTES, MergePlan, Replica, describe, plan_materialisation, sizes
+from .routing import Routing, base_and_adapted_logits, logits, router_paths, two_pass_logits
+from .variants import ALL_LINEAR
 
 # The budget is binary: --merge-budget 8 is 8 GiB (8 * 2^30 bytes), and every message says GiB.
 CPU_BUDGET_GIB = 8.0  # fits every bundled model up to ~1.5B whole on a 24 GiB laptop; larger ones as a replica
 CUDA_BUDGET_FRACTION = 0.5  # of the GPU's own memory
-REPLICA_LAYERS = 2  # at least two blocks, so a stack (and an alternating layer pattern) is exercised
-SEED = 0
-RUNTIME_BYTES = 512 * 1024**2  # the interpreter, torch, transformers and PEFT themselves (~0.4 GiB RSS)
-BATCH = (2, 4)  # (sequences, tokens): 8 token positions; the forward passes cost in proportion
+__all__ = ["BATCH", "RUNTIME_BYTES", "MergePlan", "PatternFill", "check_merge", "materialise", "plan_materialisation"]
 
-# The fill. Drawing 1.2B normal samples costs ~20 s on two cores, so each tensor is
-# instead filled by tiling one seeded uniform block of a prime length: the copy runs
-# at memory speed, consecutive tensors start at different offsets of one long stream,
-# and because the length is prime no row of a (out, in) weight repeats another
-# (rows repeat only every PATTERN_LENGTH rows). The values are non-constant and
-# deterministic; the merge algebra does not care how random they are, only that
-# they are not degenerate. Scales keep activations and logits O(1): weights
-# U(-0.03, 0.03) (std ~0.017, near the usual initializer_range), norm weights 1 +
-# that, biases that alone; LoRA A and B U(-0.08, 0.08), so that scaling * B @ A
-# (alpha/r = 2) is as large as the base weight it is added to and moves the logits
-# by far more than the tolerance.
-PATTERN_LENGTH = 4_194_301  # prime, > any weight row
-WEIGHT_SCALE = 0.03
+# LoRA A and B U(-0.08, 0.08) (see reportgen.materialise for the base weights' fill): scaling * B @ A
+# (alpha/r = 2) is as large as the base weight it is added to and moves the logits by far more than the tolerance.
 LORA_SCALE = 0.08
 
 # Logit tolerance, relative to the largest adapted logit. fp32: the adapted and
@@ -63,6 +52,7 @@ LORA_SCALE = 0.08
 RELATIVE_TOLERANCE: dict[torch.dtype, float] = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
 # The LoRA must move the logits by at least this many tolerances, or the check proves nothing.
 MIN_EFFECT_TOLERANCES = 10.0
+
 
 Merge = Callable[[PeftModel], nn.Module]
 
@@ -117,162 +107,56 @@ def default_budget_bytes(device: str) -> int:
     return int(CPU_BUDGET_GIB * GIB)
 
 
-@dataclass(frozen=True)
-class MergePlan:
-    """What will be materialised: the whole model, a replica, or nothing, and why."""
-
-    kind: str  # whole, replica, skipped
-    config: PretrainedConfig
-    layers: int
-    total_layers: int
-    needed_bytes: int  # estimate for what is materialised (the smallest replica when skipped)
-    whole_bytes: int  # estimate for the whole model
-    budget_bytes: int
+def _is_tuner(module: nn.Module) -> bool:
+    return isinstance(module, BaseTunerLayer)
 
 
-def num_layers(config: PretrainedConfig) -> int:
-    """The number of repeated blocks a config declares."""
-    return int(config.num_hidden_layers)
+@contextlib.contextmanager
+def _calls(peft_model: PeftModel) -> Iterator[set[str]]:
+    """The names of the LoRA layers that run while the block runs."""
+    called: set[str] = set()
+    handles = [
+        module.register_forward_pre_hook(lambda *_, name=name: called.add(name))
+        for name, module in peft_model.named_modules() if _is_tuner(module)
+    ]
+    try:
+        yield called
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
-def replica_config(config: PretrainedConfig, layers: int) -> PretrainedConfig:
-    """The same config with fewer blocks; per-layer lists (layer_types, ...) keep every kind of layer."""
-    total = num_layers(config)
-    replica = copy.deepcopy(config)
-    per_layer = {
-        name: value for name, value in vars(config).items()
-        if isinstance(value, (list, tuple)) and len(value) == total and name != "architectures"
-    }
-    kept = _kept_layers(list(per_layer.get("layer_types", [None] * total)), layers)
-    replica.num_hidden_layers = len(kept)
-    for name, value in per_layer.items():
-        setattr(replica, name, type(value)(value[i] for i in kept))
-    return replica
+@torch.no_grad()
+def _idle_adapters(peft_model: PeftModel, called: set[str]) -> list[str]:
+    """LoRA layers the forward pass never ran, their B zeroed: no gradient would ever reach them in training
+    (Jamba reads dt_proj.weight directly; a text batch never reaches a vision tower), so a trained adapter
+    has B = 0 there, and their merge is a no-op."""
+    idle = []
+    for name, module in peft_model.named_modules():
+        if _is_tuner(module) and name not in called:
+            idle.append(name.removeprefix("base_model.model."))
+            for param_name, param in module.named_parameters():
+                if "lora_B" in param_name:
+                    param.zero_()
+    return idle
 
 
-def _kept_layers(layer_types: list[object], layers: int) -> list[int]:
-    """The first layers, plus the first layer of every kind the first ones miss (Gemma-2: sliding and full)."""
-    kept = set(range(min(layers, len(layer_types))))
-    for kind in dict.fromkeys(layer_types):
-        if kind not in {layer_types[i] for i in kept}:
-            kept.add(layer_types.index(kind))
-    return sorted(kept)
-
-
-def estimate_bytes(model: nn.Module, dtype: torch.dtype, vocab_size: int) -> int:
-    """Peak memory of the check on this (meta) model: the weights once, plus a margin, the logits, the runtime.
-
-    The base weights exist once: PEFT wraps the model in place and merge_and_unload
-    adds each delta into its weight in place. The margin (5 %) covers the LoRA
-    weights (r=16 on q, k, v, o is under 2 % of any model), one delta at a time and
-    the activations of a few tokens.
-    """
-    weights = parameter_count(model) * (torch.finfo(dtype).bits // 8)
-    logits = 4 * 2 * BATCH[0] * BATCH[1] * vocab_size * 4  # the doubled batch's logits, a few fp32 copies
-    return weights + weights // 20 + logits + RUNTIME_BYTES
-
-
-def plan_materialisation(
-    config: PretrainedConfig, dtype: torch.dtype, budget_bytes: int, trust_remote_code: bool = False
-) -> MergePlan:
-    """The whole model if it fits the budget, else the largest replica of up to REPLICA_LAYERS, else nothing."""
-    total = num_layers(config)
-    whole = estimate_bytes(build_meta_model(config, trust_remote_code), dtype, config.vocab_size)
-    if whole <= budget_bytes:
-        return MergePlan("whole", config, total, total, whole, whole, budget_bytes)
-    needed = whole
-    for layers in range(min(REPLICA_LAYERS, total - 1), 0, -1):
-        replica = replica_config(config, layers)
-        needed = estimate_bytes(build_meta_model(replica, trust_remote_code), dtype, config.vocab_size)
-        if needed <= budget_bytes:
-            return MergePlan("replica", replica, num_layers(replica), total, needed, whole, budget_bytes)
-    return MergePlan("skipped", config, 0, total, needed, whole, budget_bytes)
-
-
-class PatternFill:
-    """Fills tensors from one seeded stream: a uniform block of prime length, tiled (see PATTERN_LENGTH)."""
-
-    def __init__(self, device: str, dtype: torch.dtype, seed: int = SEED) -> None:
-        generator = torch.Generator().manual_seed(seed)
-        self.unit = torch.empty(PATTERN_LENGTH).uniform_(-1.0, 1.0, generator=generator)
-        self.device, self.dtype = device, dtype
-        self.blocks: dict[float, torch.Tensor] = {}  # the block pre-scaled, so each tensor is written once
-        self.offset = 0
-
-    @torch.no_grad()
-    def fill(self, tensor: torch.Tensor, scale: float, shift: float = 0.0) -> None:
-        """tensor <- shift + scale * the next tensor.numel() values of the stream."""
-        if scale not in self.blocks:
-            self.blocks[scale] = (self.unit * scale).to(device=self.device, dtype=self.dtype)
-        block = self.blocks[scale]
-        flat = tensor.view(-1)
-        done = 0
-        while done < flat.numel():
-            start = (self.offset + done) % PATTERN_LENGTH
-            count = min(PATTERN_LENGTH - start, flat.numel() - done)
-            flat[done:done + count].copy_(block[start:start + count])
-            done += count
-        self.offset += flat.numel()
-        if shift:
-            flat.add_(shift)
-
-
-def materialise(
-    config: PretrainedConfig, device: str, dtype: torch.dtype, filler: PatternFill, trust_remote_code: bool = False
-) -> PreTrainedModel:
-    """The model with every parameter allocated once on device (tied ones shared) and filled."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # Parameters on meta, buffers (rotary inv_freq, ...) computed for real.
-        with init_empty_weights(include_buffers=False):
-            model: PreTrainedModel = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
-                config, trust_remote_code=trust_remote_code
-            )
-    model.tie_weights()  # tie on meta, so a tied head is allocated once, not filled twice
-    made: dict[int, nn.Parameter] = {}
-    for module in model.modules():
-        for name, param in list(module._parameters.items()):
-            if param is None:
-                continue
-            if id(param) not in made:
-                real = nn.Parameter(torch.empty(param.shape, device=device, dtype=dtype), requires_grad=False)
-                shift = 1.0 if param.dim() == 1 and not name.endswith("bias") else 0.0  # norm weights near 1
-                filler.fill(real, WEIGHT_SCALE, shift)
-                made[id(param)] = real
-            module._parameters[name] = made[id(param)]
-    for module in model.modules():  # the buffers (rotary inv_freq, ...); the parameters are already there
-        for name, buffer in list(module._buffers.items()):
-            if buffer is not None:
-                module._buffers[name] = buffer.to(device)
-    model.eval()  # type: ignore[no-untyped-call]
-    return model
-
-
-def fixed_batch(vocab_size: int, device: str) -> torch.Tensor:
-    """The same token ids for every run: a (sequences, tokens) stride through the vocabulary."""
-    count = BATCH[0] * BATCH[1]
-    return ((torch.arange(count) * 7919 + 13) % vocab_size).view(*BATCH).to(device)
-
-
-@torch.inference_mode()
-def logits(model: nn.Module, ids: torch.Tensor, **kwargs: object) -> torch.Tensor:
-    """The model's logits for the batch, in fp32."""
-    out: torch.Tensor = model(input_ids=ids, use_cache=False, **kwargs).logits.float()
-    return out
-
-
-def base_and_adapted_logits(peft_model: PeftModel, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The base model's and the adapted model's logits for the batch, from one forward pass.
-
-    PEFT's mixed-batch forward runs the batch twice over, the first copy through
-    the base layers alone ("__base__") and the second with the adapter. On CPU a
-    pass over a large model is bound by reading its weights, so one pass for
-    both costs about half as much as two.
-    """
-    both = torch.cat([ids, ids])
-    names = ["__base__"] * len(ids) + ["default"] * len(ids)
-    out = logits(peft_model, both, adapter_names=names)
-    return out[: len(ids)], out[len(ids):]
+def _refresh_classes(base: _Snapshot, peft_model: PeftModel) -> None:
+    """The base classes as the forward pass left them: a model may swap its own modules for a batch
+    (BigBird: block-sparse attention becomes full attention for a short one), so like is compared with like."""
+    classes: dict[str, type] = {}
+    tuners: list[str] = []
+    for name, module in peft_model.get_base_model().named_modules():
+        if any(name.startswith(f"{tuner}.") for tuner in tuners):
+            continue  # the LoRA layer's own parts and the layer it wraps
+        if isinstance(module, BaseTunerLayer):
+            tuners.append(name)
+            for inner, part in module.get_base_layer().named_modules():  # the wrapped module and its parts
+                classes[f"{name}.{inner}" if inner else name] = type(part)
+            continue
+        classes[name] = type(module)
+    base.classes.clear()
+    base.classes.update(classes)
 
 
 def module_classes(model: nn.Module) -> dict[str, type]:
@@ -321,30 +205,69 @@ def check_merge(
     trust_remote_code: bool = False,
     merge: Merge = merge_and_unload,
     dtype: torch.dtype | None = None,
+    parameters: Sequence[str] = (),
+    replica: bool = False,
 ) -> tuple[MergeCheck, str]:
     """The merge check of one model and the merged model's printout ("" when nothing was materialised).
 
-    ``merge`` and ``dtype`` are seams for tests: a deliberately wrong merge must be
-    reported as failed, and the GPU's bf16 path can be exercised on CPU.
+    ``targets`` and ``parameters`` are PEFT's target_modules and target_parameters
+    (["all-linear"]: PEFT's own shorthand). ``replica`` checks a replica even when
+    the whole model fits. ``merge`` and ``dtype`` are seams for tests: a
+    deliberately wrong merge must be reported as failed, and the GPU's bf16 path
+    can be exercised on CPU.
     """
     device = select_device(device)
     dtype = dtype or merge_dtype(device)
     budget = default_budget_bytes(device) if budget_bytes is None else budget_bytes
-    chosen = plan_materialisation(config, dtype, budget, trust_remote_code)
+    chosen = plan_materialisation(config, dtype, budget, trust_remote_code, replica)
     dtype_name = str(dtype).removeprefix("torch.")
     if chosen.kind == "skipped":
         return MergeCheck(
             status=MergeStatus.SKIPPED, materialised="nothing", device=device, dtype=dtype_name,
-            note=f"skipped: too large for the budget: {_sizes(chosen, dtype_name)}",
+            note=f"skipped: too large for the budget: {sizes(chosen, dtype_name)}",
         ), ""
+    lora = _lora_words(targets, parameters)
+    checks: list[MergeCheck] = []
+    printouts: list[str] = []
+    for each in chosen.replicas:
+        with reserve(each.needed_bytes):  # with --jobs: waits until the run's shared budget has room
+            check, printout = _check_one(chosen, each, targets, parameters, device, dtype, merge, trust_remote_code)
+        if len(chosen.replicas) > 1 and check.status == MergeStatus.NOT_APPLICABLE and _matched_nothing(check):
+            continue  # this kind of layer has none of the targets (a Mamba layer for q, k, v, o): nothing to merge
+        checks.append(dataclasses.replace(check, materialised=describe(chosen, each, lora, dtype_name)))
+        printouts.append(printout)
+        if check.status != MergeStatus.PASSED:
+            break  # the first replica that does not pass is the verdict
+    if not checks:
+        return MergeCheck(status=MergeStatus.NOT_APPLICABLE, device=device, dtype=dtype_name,
+                          note=f"not applicable: no replica has any of the targets ({lora})"), ""
+    return _combined(checks), "\n\n".join(p for p in printouts if p)
+
+
+def _matched_nothing(check: MergeCheck) -> bool:
+    """PEFT found none of the targets in this replica (its NoMatchingPeftModuleError)."""
+    return any(words in check.note for words in ("not found in the base model", "No modules were targeted",
+                                                  "no parameter was matched"))
+
+
+def _check_one(
+    chosen: MergePlan, replica: Replica, targets: Sequence[str], parameters: Sequence[str], device: str,
+    dtype: torch.dtype, merge: Merge, trust_remote_code: bool,
+) -> tuple[MergeCheck, str]:
+    """One materialised model checked; what PEFT refuses is not applicable, anything else that stops it an error."""
+    dtype_name = str(dtype).removeprefix("torch.")
     try:
         with strict_fp32(device):
-            return _run(chosen, targets, device, dtype, merge, trust_remote_code)
-    except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
+            return _run(chosen, replica, targets, parameters, device, dtype, merge, trust_remote_code)
+    except PeftCannot as exc:
+        return MergeCheck(
+            status=MergeStatus.NOT_APPLICABLE, device=device, dtype=dtype_name, note=f"not applicable: {exc}",
+        ), ""
+    except (RuntimeError, ValueError, TypeError, NotImplementedError, IndexError, KeyError, AttributeError) as exc:
         # The check did not complete: say so, never call it passed (an out-of-memory error lands here too).
         return MergeCheck(
-            status=MergeStatus.ERROR, materialised=_materialised(chosen, targets, dtype_name), device=device,
-            dtype=dtype_name, note=f"the merge check could not run: {type(exc).__name__}: {one_line(str(exc))}",
+            status=MergeStatus.ERROR, device=device, dtype=dtype_name,
+            note=f"the merge check could not run: {type(exc).__name__}: {one_line(str(exc))}",
         ), ""
     finally:
         gc.collect()
@@ -352,18 +275,74 @@ def check_merge(
             torch.cuda.empty_cache()
 
 
+def _combined(checks: list[MergeCheck]) -> MergeCheck:
+    """One check for several replicas: the last one's verdict (the first that did not pass), every one's words."""
+    last = checks[-1]
+    if len(checks) == 1:
+        return last
+    diffs = [c.max_abs_diff for c in checks if c.max_abs_diff is not None]
+    effects = [c.lora_effect for c in checks if c.lora_effect is not None]
+    return dataclasses.replace(
+        last,
+        materialised=" | ".join(f"{i + 1}) {c.materialised}" for i, c in enumerate(checks)),
+        note=" | ".join(f"{i + 1}) {c.note}" for i, c in enumerate(checks)),
+        max_abs_diff=max(diffs) if diffs else None,
+        lora_effect=min(effects) if effects else None,
+    )
+
+
+# Which verdict wins when the walk-through's pass and the all-linear pass differ.
+_SEVERITY = [MergeStatus.FAILED, MergeStatus.ERROR, MergeStatus.NOT_APPLICABLE, MergeStatus.SKIPPED, MergeStatus.PASSED]
+
+
+def combined_with_all_linear(first: MergeCheck, second: MergeCheck) -> MergeCheck:
+    """The walk-through's check with the all-linear pass attached; the status is the worse of the two.
+
+    A pass where PEFT cannot merge something makes the whole check not applicable (with PEFT's reason),
+    never passed; a failure or an error in either is the check's.
+    """
+    ranked = [status for status in _SEVERITY if status in (first.status, second.status)]
+    status = ranked[0] if ranked else first.status
+    note = first.note
+    if second.status != MergeStatus.PASSED or status != first.status:
+        note = f"{note}; all-linear pass: {second.status_label}: {second.note}"
+    else:
+        note = f"{note}; all-linear pass on a replica: passed too"
+    passed = True if status == MergeStatus.PASSED else False if status == MergeStatus.FAILED else None
+    return dataclasses.replace(first, status=status, passed=passed, note=note, all_linear=second)
+
+
+class PeftCannot(Exception):
+    """PEFT refused to adapt or merge this model; the message is PEFT's own reason."""
+
+
 def _run(
-    chosen: MergePlan, targets: Sequence[str], device: str, dtype: torch.dtype, merge: Merge, trust_remote_code: bool
+    chosen: MergePlan, replica: Replica, targets: Sequence[str], parameters: Sequence[str], device: str,
+    dtype: torch.dtype, merge: Merge, trust_remote_code: bool,
 ) -> tuple[MergeCheck, str]:
     """Materialise, adapt, merge, compare: the check itself."""
     filler = PatternFill(device, dtype)
-    model = materialise(chosen.config, device, dtype, filler, trust_remote_code)
+    model = materialise(chosen.config, device, dtype, filler, trust_remote_code, replica.keep)
     base = _Snapshot(parameter_count(model), module_classes(model), embeddings_tied(model))
-    ids = fixed_batch(chosen.config.vocab_size, device)
-    peft_model = _adapt(model, targets, filler)
-    before, adapted = base_and_adapted_logits(peft_model, ids)
-    merged = merge(peft_model)
-    after = logits(merged, torch.cat([ids, ids]))[len(ids):]  # the same batch shape as the adapted pass
+    ids = fixed_batch(chosen.vocab_size, device)
+    routing = Routing(router_paths(model))  # fixed routing: see reportgen.routing
+    peft_model = _adapt(model, targets, parameters, filler)
+    with _calls(peft_model) as called:
+        before, adapted = base_and_adapted_logits(peft_model, ids, routing)
+    idle = _idle_adapters(peft_model, called)
+    if idle or not (adapted - before).abs().max().item() > 0:
+        # PEFT's mixed batch splits on the first axis: a model that runs sequence-first (XLNet) or that
+        # folds the batch (MPT) gets one adapter for both halves. The base pass then runs on its own.
+        before, adapted = two_pass_logits(peft_model, ids, routing)
+    _refresh_classes(base, peft_model)
+    try:
+        merged = merge(peft_model)
+    except (ValueError, NotImplementedError) as exc:
+        if merge is merge_and_unload:
+            raise PeftCannot(f"PEFT cannot merge this adapter: {type(exc).__name__}: {one_line(str(exc))}") from None
+        raise
+    with routing.replay(merged):
+        after = logits(merged, torch.cat([ids, ids]))[len(ids):]  # the same batch shape as the adapted pass
     scale = max(adapted.abs().max().item(), 1e-30)
     tolerance = RELATIVE_TOLERANCE[dtype] * scale
     diff = (after - adapted).abs().max().item()
@@ -371,6 +350,9 @@ def _run(
     problems = structure_problems(merged, base)
     if not diff <= tolerance:  # also catches NaN
         problems.insert(0, f"merged logits differ from the adapted ones by {diff:.3g} > tolerance {tolerance:.3g}")
+    if not routing.relative_diff <= RELATIVE_TOLERANCE[dtype]:
+        problems.insert(0, f"a merged router's output differs from the adapted one by {routing.relative_diff:.3g} "
+                           f"of its scale > {RELATIVE_TOLERANCE[dtype]:g}")
     if not effect >= MIN_EFFECT_TOLERANCES * tolerance:
         problems.append(f"the LoRA moved the logits by only {effect:.3g}, too little for the check to prove anything")
     dtype_name = str(dtype).removeprefix("torch.")
@@ -379,7 +361,6 @@ def _run(
         passed=not problems,
         max_abs_diff=diff,
         tolerance=tolerance,
-        materialised=_materialised(chosen, targets, dtype_name),
         device=device,
         dtype=dtype_name,
         params_after_merge=parameter_count(merged),
@@ -388,22 +369,30 @@ def _run(
             f"merged logits equal the adapted ones within {RELATIVE_TOLERANCE[dtype]:g} of the largest logit "
             f"({scale:.3g}); the LoRA itself moved them by {effect:.3g}; parameters, module classes"
             f"{' and tied embeddings' if base.tied else ''} are the base model's again, no LoRA module remains"
+            + (f"; {len(idle)} adapted module(s) never ran in the forward pass (first: {idle[0]}; the model "
+               "reads their weight directly or the batch does not reach them): their B is zero, as training "
+               "would leave it" if idle else "")
+            + (f"; routing fixed to the adapted pass's ({len(routing.paths)} router(s), whose merged outputs agree "
+               f"within {routing.relative_diff:.2g} of their scale)" if routing.paths else "")
         ),
     )
     return check, repr(merged)
 
 
-def _adapt(model: PreTrainedModel, targets: Sequence[str], filler: PatternFill) -> PeftModel:
+def _adapt(model: PreTrainedModel, targets: Sequence[str], parameters: Sequence[str], filler: PatternFill) -> PeftModel:
     """The model wrapped by PEFT (in place, no copy of the base weights) with non-zero A and B."""
     target_modules: str | list[str] = ALL_LINEAR if list(targets) == [ALL_LINEAR] else list(targets)
     config = LoraConfig(
         r=REFERENCE.rank, lora_alpha=REFERENCE.alpha, target_modules=target_modules, lora_dropout=0.0, bias="none",
-        task_type="CAUSAL_LM",
+        target_parameters=list(parameters) or None, task_type="CAUSAL_LM",
         init_lora_weights=False,  # PEFT's default zeroes B, which would make the check vacuous; filled below
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        peft_model = get_peft_model(model, config)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            peft_model = get_peft_model(model, config)
+    except (ValueError, NotImplementedError) as exc:
+        raise PeftCannot(f"PEFT cannot adapt this model so: {type(exc).__name__}: {one_line(str(exc))}") from None
     for name, param in peft_model.named_parameters():
         if "lora_" in name:
             filler.fill(param.data, LORA_SCALE)
@@ -411,23 +400,7 @@ def _adapt(model: PreTrainedModel, targets: Sequence[str], filler: PatternFill) 
     return peft_model
 
 
-def _materialised(chosen: MergePlan, targets: Sequence[str], dtype_name: str) -> str:
-    """What was built, in words, with its numbers."""
-    lora = f"LoRA r={REFERENCE.rank}, alpha={REFERENCE.alpha} on {', '.join(targets)}"
-    weights = f"random weights (seeded pattern), {dtype_name}"
-    if chosen.kind == "whole":
-        return f"whole model: all {chosen.total_layers} layers, {weights}, ~{gib_figure(chosen.needed_bytes)} GiB; {lora}"
-    return (
-        f"replica: {chosen.layers} of {chosen.total_layers} layers with the same widths, {weights}, "
-        f"~{gib_figure(chosen.needed_bytes)} GiB (the whole model needs ~{gib_figure(chosen.whole_bytes)} GiB, "
-        f"budget {gib_figure(chosen.budget_bytes)} GiB); {lora}"
-    )
-
-
-def _sizes(chosen: MergePlan, dtype_name: str) -> str:
-    """The numbers behind a skip."""
-    return (
-        f"the whole model needs ~{gib_figure(chosen.whole_bytes)} GiB and a 1-layer replica "
-        f"~{gib_figure(chosen.needed_bytes)} GiB in {dtype_name}, the budget is {gib_figure(chosen.budget_bytes)} GiB "
-        "(--merge-budget)"
-    )
+def _lora_words(targets: Sequence[str], parameters: Sequence[str]) -> str:
+    """'LoRA r=16, alpha=32 on q_proj, ...' with the target parameters when there are any."""
+    names = ", ".join(targets) + (f" and the parameters {', '.join(parameters)}" if parameters else "")
+    return f"LoRA r={REFERENCE.rank}, alpha={REFERENCE.alpha} on {names}"

@@ -106,7 +106,9 @@ def _analyse_stages(spec: ModelSpec, slug: str, study: Study, progress: Progress
     if study.merge_check:
         progress.on_stage(spec.text, "merge")
         with _stage(spec.text, "merge"):
+            started = time.perf_counter()
             merge, merged_printout = _merge_check(built.config, counted.reference_plan, study)
+            merge = dataclasses.replace(merge, seconds=time.perf_counter() - started)
     return ModelReport(
         slug=slug,
         model=analysis.info,
@@ -127,17 +129,36 @@ def _analyse_stages(spec: ModelSpec, slug: str, study: Study, progress: Progress
 
 
 def _merge_check(config: Any, reference: Plan, study: Study) -> tuple[MergeCheck, str]:
-    """The merge check on the walk-through's targets (q, k, v, o; all-linear where the model has none)."""
-    from .formatting import GIB
-    from .merge import check_merge, default_budget_bytes, select_device
+    """The merge check on the walk-through's targets, then all-linear on a replica with every kind of layer.
 
-    targets = (reference.modules + reference.parameters if not reference.reason else ()) or (ALL_LINEAR,)
-    if study.merge_budget is not None:
-        budget = int(study.merge_budget * GIB)
+    The walk-through's targets are its q, k, v, o (the model's own attention
+    projections where those names match nothing; all-linear where it has none),
+    handed to PEFT as target_modules and target_parameters as the reference cell names them.
+    """
+    from .merge import check_merge, combined_with_all_linear
+
+    budget = merge_budget_bytes(study)
+    if reference.reason or not (reference.modules or reference.parameters):
+        modules: tuple[str, ...] = (ALL_LINEAR,)
+        parameters: tuple[str, ...] = ()
     else:
-        budget = default_budget_bytes(select_device(study.device))
-    budget //= study.jobs  # models checked at the same time share the memory
-    return check_merge(config, targets, study.device, budget, study.trust_remote_code)
+        modules, parameters = reference.modules, reference.parameters
+    first, printout = check_merge(config, modules, study.device, budget, study.trust_remote_code,
+                                  parameters=parameters)
+    if modules == (ALL_LINEAR,) and "replica" in first.materialised:
+        return first, printout  # all-linear on a replica already
+    second, _ = check_merge(config, (ALL_LINEAR,), study.device, budget, study.trust_remote_code, replica=True)
+    return combined_with_all_linear(first, second), printout
+
+
+def merge_budget_bytes(study: Study) -> int:
+    """The run's merge budget in bytes: --merge-budget GiB, else the device's default (shared by --jobs workers)."""
+    from .formatting import GIB
+    from .merge import default_budget_bytes, select_device
+
+    if study.merge_budget is not None:
+        return int(study.merge_budget * GIB)
+    return default_budget_bytes(select_device(study.device))
 
 
 @contextlib.contextmanager
@@ -263,6 +284,10 @@ def _run_parallel(
     # so no thread pool is forked half-initialised.
     context = multiprocessing.get_context("fork")
     level = logging.getLogger("reportgen").getEffectiveLevel()
+    if study.merge_check:  # one budget for the whole run: a worker's check waits until its memory is free
+        from .budget import share
+
+        share(merge_budget_bytes(study))
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init, initargs=(threads, level)) as pool:
         futures = [pool.submit(_analyse_one, spec, slug, study, None, finish) for spec, slug in zip(specs, slugs)]
         outcomes: list[ModelReport | ModelFailure] = []
@@ -277,6 +302,10 @@ def _run_parallel(
         except BaseException:
             pool.shutdown(cancel_futures=True)  # a write failed or Ctrl-C: start no other model
             raise
+        finally:
+            from .budget import unshare
+
+            unshare()
     return outcomes, files
 
 

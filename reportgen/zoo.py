@@ -69,8 +69,13 @@ def write_zoo(folder: Path, model_types: list[str] | None = None) -> list[ZooEnt
     return entries
 
 
-def sweep(folder: Path, jobs: int, model_types: list[str] | None = None) -> tuple[list[ZooEntry], RunResult, dict[str, float]]:
-    """The zoo written to folder and run through the pipeline (no merge check): entries, the run, seconds per type."""
+def sweep(
+    folder: Path, jobs: int, model_types: list[str] | None = None, merge_budget: float | None = None
+) -> tuple[list[ZooEntry], RunResult, dict[str, float]]:
+    """The zoo written to folder and run through the pipeline: entries, the run, seconds per type.
+
+    With ``merge_budget`` (GiB, the whole run's) every model's merge check runs on CPU too; else none does.
+    """
     from .pipeline import Progress, Study, run
     from .resolve import ModelSpec
 
@@ -81,7 +86,8 @@ def sweep(folder: Path, jobs: int, model_types: list[str] | None = None) -> tupl
     def ended(model: str, ok: bool, took: float) -> None:
         seconds[Path(model).parent.name] = took
 
-    result = run(specs, Study(merge_check=False), progress=Progress(on_model_end=ended), jobs=jobs)
+    study = Study(merge_check=merge_budget is not None, merge_budget=merge_budget, device="cpu")
+    result = run(specs, study, progress=Progress(on_model_end=ended), jobs=jobs)
     return entries, result, seconds
 
 

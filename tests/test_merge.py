@@ -21,7 +21,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from reportgen import merge
 from reportgen.errors import UsageError
-from reportgen.merge import check_merge, merge_and_unload, replica_config
+from reportgen.build import build_meta_model
+from reportgen.merge import check_merge, merge_and_unload
+from reportgen.replica import layer_stacks, prune
 from tests.families import TINY_LLAMA_PARAMS, tiny_config
 
 if TYPE_CHECKING:
@@ -160,7 +162,8 @@ def test_replica_when_the_whole_model_is_over_budget() -> None:
     budget = merge.RUNTIME_BYTES + 2 * 1024**2  # room for two layers, not for twelve
     check, printout = check_merge(config, QKVO, device="cpu", budget_bytes=budget)
     assert check.status == "passed", check.note
-    assert check.materialised.startswith("replica: 2 of 12 layers with the same widths")
+    # Every layer is of one kind: two are kept, so a stack is exercised; 128 tokens are under the replica's 512.
+    assert check.materialised.startswith("replica: model.layers: 2 of 12 layers; widths unchanged")
     assert "the whole model needs" in check.materialised and f"budget {budget / 1024**3:.1f} GiB" in check.materialised
     assert check.params_after_merge == two_layers
     assert "(0-1): 2 x LlamaDecoderLayer" in printout
@@ -171,23 +174,68 @@ def test_skipped_when_even_one_layer_is_over_budget() -> None:
     assert check.status == "skipped"
     assert check.passed is None and check.max_abs_diff is None and check.params_after_merge is None
     assert check.materialised == "nothing"
-    assert re.match(r"skipped: too large for the budget: the whole model needs ~\d+\.\d GiB and a 1-layer "
-                    r"replica ~\d+\.\d GiB in float32, the budget is 0\.0 GiB \(--merge-budget\)$", check.note)
+    assert re.match(r"skipped: too large for the budget: the whole model needs ~\d+\.\d GiB and a replica of a "
+                    r"single layer of each kind with two experts ~\d+\.\d GiB in float32, the budget is 0\.0 GiB "
+                    r"\(--merge-budget\)$", check.note)
     assert printout == ""
 
 
+def _pruned(config: PretrainedConfig) -> tuple[nn.Module, list[list[int]]]:
+    model = build_meta_model(config)
+    stacks = layer_stacks(model)
+    keep = {stack.path: stack.kept() for stack in stacks}
+    prune(model, stacks, keep)
+    return model, list(keep.values())
+
+
 def test_replica_keeps_every_kind_of_layer() -> None:
-    gemma = tiny("gemma2", num_hidden_layers=6)
-    assert gemma.layer_types[:2] == ["sliding_attention", "full_attention"]
-    replica = replica_config(gemma, 1)
-    assert replica.num_hidden_layers == 2
-    assert replica.layer_types == ["sliding_attention", "full_attention"]
-    # Five sliding layers then a full one (Gemma-3's pattern): two layers are not enough to show both.
+    # Five sliding layers then a full one (Gemma-3's pattern): the first two layers would not show both.
     pattern = ["sliding_attention"] * 5 + ["full_attention"]
-    replica = replica_config(tiny("gemma2", num_hidden_layers=6, layer_types=pattern), 2)
-    assert replica.layer_types == ["sliding_attention", "sliding_attention", "full_attention"]
-    assert replica.num_hidden_layers == 3
-    assert gemma.num_hidden_layers == 6  # the original config is left alone
+    model, kept = _pruned(tiny("gemma2", num_hidden_layers=6, layer_types=pattern))
+    assert kept == [[0, 5]]
+    assert model.config.layer_types == ["sliding_attention", "full_attention"]
+    assert model.config.num_hidden_layers == 2 and len(model.model.layers) == 2
+
+
+def tiny_deepseek(**overrides: object) -> PretrainedConfig:
+    """DeepSeek-V3 (MLA attention, shared and routed experts) at test widths."""
+    widths: dict[str, object] = dict(
+        vocab_size=128, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_attention_heads=4,
+        num_key_value_heads=4, q_lora_rank=32, kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8,
+        v_head_dim=16, n_shared_experts=1,
+    )
+    return AutoConfig.for_model("deepseek_v3", **(widths | overrides))
+
+
+def test_replica_of_a_model_with_dense_and_moe_layers() -> None:
+    # DeepSeek-V3's shape: the first layers dense, the rest MoE (first_k_dense_replace), 8 experts top-4 in 4
+    # groups. The replica: one dense and one MoE layer, 4 experts top-2 in 2 groups, one group picked.
+    config = tiny_deepseek(num_hidden_layers=6, first_k_dense_replace=3, n_routed_experts=8,
+                  num_experts_per_tok=4, n_group=4, topk_group=2, vocab_size=1000)
+    check, printout = check_merge(config, QKVO, device="cpu", replica=True)  # a replica although the whole fits
+    assert check.status == "passed", check.note
+    assert check.materialised.startswith("replica: model.layers: 2 of 6 layers (1 dense, 1 MoE); 4 of 8 experts; "
+                                         "top-2 of them (was top-4); 2 expert group(s) (was 4); 1 group picked "
+                                         "(was 2); 512 of 1,000 tokens; widths unchanged"), check.materialised
+    # The same replica, as transformers builds it from a config written by hand: 2 layers, the first dense.
+    by_hand = tiny_deepseek(num_hidden_layers=2, first_k_dense_replace=1, n_routed_experts=4,
+                   num_experts_per_tok=2, n_group=2, topk_group=1, vocab_size=512)
+    assert check.params_after_merge == reference_model(by_hand).num_parameters()
+
+
+def test_one_replica_per_kind_when_both_kinds_together_are_over_budget() -> None:
+    config = tiny_deepseek(num_hidden_layers=4, first_k_dense_replace=1, intermediate_size=4096,
+                           moe_intermediate_size=1024, n_routed_experts=4, num_experts_per_tok=2, n_group=1,
+                           topk_group=1)
+    # By hand, in fp32: the dense MLP 3*64*4096 = 786,432 parameters (3.0 MiB); the MoE layer's four experts
+    # and one shared expert 5*3*64*1024 = 983,040 (3.75 MiB). Each fits 5 MiB with its attention, both do not.
+    budget = merge.RUNTIME_BYTES + 5 * 1024**2
+    check, _ = check_merge(config, QKVO, device="cpu", budget_bytes=budget)
+    assert check.status == "passed", check.note
+    first, second = check.materialised.split(" | ")
+    assert first.startswith("1) replica of one kind of layer: model.layers: 1 of 4 layers (1 dense)")
+    assert second.startswith("2) replica of one kind of layer: model.layers: 1 of 4 layers (1 MoE)")
+    assert check.note.startswith("1) merged logits equal the adapted ones") and " | 2) merged logits equal" in check.note
 
 
 def test_gemma2_replica_runs() -> None:
@@ -195,8 +243,8 @@ def test_gemma2_replica_runs() -> None:
     # ~0.8 MB for six layers in fp32, ~0.3 MB for two.
     check, _ = check_merge(config, QKVO, device="cpu", budget_bytes=merge.RUNTIME_BYTES + 512 * 1024)
     assert check.status == "passed", check.note
-    assert check.materialised.startswith("replica: 2 of 6 layers")
-    assert check.params_after_merge == reference_model(replica_config(config, 2)).num_parameters()
+    assert check.materialised.startswith("replica: model.layers: 2 of 6 layers")
+    assert check.params_after_merge == reference_model(tiny("gemma2", num_hidden_layers=2)).num_parameters()
 
 
 @pytest.mark.parametrize("wrong_merge", [None, _drop_adapter])

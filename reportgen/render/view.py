@@ -35,6 +35,7 @@ MERGE_HEADLINES = {
     "failed": "FAILED",
     "error": "ERROR: the check could not finish",
     "skipped": "skipped",
+    "not_applicable": "not applicable",
     "not_run": "not run",
 }
 
@@ -371,6 +372,16 @@ def merge_fields(check: MergeCheck) -> tuple[Field, ...]:
         ("parameters after merge", count(check.params_after_merge) if check.params_after_merge is not None else None),
         ("note", check.note),
     ]
+    if (second := check.all_linear) is not None:
+        values += [
+            ("all-linear pass (every linear layer; experts and router where PEFT adapts them)",
+             MERGE_HEADLINES.get(second.status, second.status)),
+            ("all-linear pass: materialised", second.materialised),
+            ("all-linear pass: largest absolute logit difference", second.max_abs_diff),
+            ("all-linear pass: tolerance", second.tolerance),
+            ("all-linear pass: largest logit change the LoRA made", second.lora_effect),
+            ("all-linear pass: note", second.note),
+        ]
     return tuple(
         Field(label, _field_text(value)) for label, value in values if value is not None and value != ""
     )

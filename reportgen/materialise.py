@@ -1,0 +1,112 @@
+"""The merge check's model on real tensors: built from its config, its stacks cut, every weight filled once."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+from accelerate import init_empty_weights
+from torch import nn
+from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+
+from .merge_plan import BATCH, Keep
+from .replica import layer_stacks, prune
+
+SEED = 0
+
+# The fill. Drawing 1.2B normal samples costs ~20 s on two cores, so each tensor is
+# instead filled by tiling one seeded uniform block of a prime length: the copy runs
+# at memory speed, consecutive tensors start at different offsets of one long stream,
+# and because the length is prime no row of a (out, in) weight repeats another
+# (rows repeat only every PATTERN_LENGTH rows). The values are non-constant and
+# deterministic; the merge algebra does not care how random they are, only that
+# they are not degenerate. Scales keep activations and logits O(1): weights
+# U(-0.03, 0.03) (std ~0.017, near the usual initializer_range), norm weights 1 +
+# that, biases that alone; LoRA A and B U(-0.08, 0.08), so that scaling * B @ A
+# (alpha/r = 2) is as large as the base weight it is added to and moves the logits
+# by far more than the tolerance.
+PATTERN_LENGTH = 4_194_301  # prime, > any weight row
+WEIGHT_SCALE = 0.03
+
+class PatternFill:
+    """Fills tensors from one seeded stream: a uniform block of prime length, tiled (see PATTERN_LENGTH)."""
+
+    def __init__(self, device: str, dtype: torch.dtype, seed: int = SEED) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.unit = torch.empty(PATTERN_LENGTH).uniform_(-1.0, 1.0, generator=generator)
+        self.device, self.dtype = device, dtype
+        self.blocks: dict[float, torch.Tensor] = {}  # the block pre-scaled, so each tensor is written once
+        self.offset = 0
+
+    @torch.no_grad()
+    def fill(self, tensor: torch.Tensor, scale: float, shift: float = 0.0) -> None:
+        """tensor <- shift + scale * the next tensor.numel() values of the stream."""
+        if scale not in self.blocks:
+            self.blocks[scale] = (self.unit * scale).to(device=self.device, dtype=self.dtype)
+        block = self.blocks[scale]
+        flat = tensor.view(-1)
+        done = 0
+        while done < flat.numel():
+            start = (self.offset + done) % PATTERN_LENGTH
+            count = min(PATTERN_LENGTH - start, flat.numel() - done)
+            flat[done:done + count].copy_(block[start:start + count])
+            done += count
+        self.offset += flat.numel()
+        if shift:
+            flat.add_(shift)
+
+
+def materialise(
+    config: PretrainedConfig, device: str, dtype: torch.dtype, filler: PatternFill, trust_remote_code: bool = False,
+    keep: Keep | None = None,
+) -> PreTrainedModel:
+    """The model (its stacks cut to ``keep`` when given) with every parameter allocated once on device and filled."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # Parameters on meta, buffers (rotary inv_freq, ...) computed for real.
+        with init_empty_weights(include_buffers=False):
+            model: PreTrainedModel = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+                copy.deepcopy(config), trust_remote_code=trust_remote_code
+            )
+    model.tie_weights()  # tie on meta, so a tied head is allocated once, not filled twice
+    if keep:  # after tying: a block shared between layers (Zamba) is tied by the layers' names before the cut
+        prune(model, layer_stacks(model), keep)
+    made: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        is_norm = "norm" in type(module).__name__.lower()
+        for name, param in list(module._parameters.items()):
+            if param is None:
+                continue
+            if id(param) not in made:
+                real = nn.Parameter(torch.empty(param.shape, device=device, dtype=dtype), requires_grad=False)
+                # Norm weights near 1; any other vector (a bias, DiffLlama's lambda_q1, Mamba's D) near 0, as
+                # initialised: a vector of ones in exp(lambda_q1 . lambda_k1) overflows fp32.
+                shift = 1.0 if param.dim() == 1 and is_norm and not name.endswith("bias") else 0.0
+                filler.fill(real, WEIGHT_SCALE, shift)
+                made[id(param)] = real
+            module._parameters[name] = made[id(param)]
+    for module in model.modules():  # the buffers (rotary inv_freq, ...); the parameters are already there
+        for name, buffer in list(module._buffers.items()):
+            if buffer is not None:
+                module._buffers[name] = buffer.to(device)
+    model.eval()  # type: ignore[no-untyped-call]
+    _default_language(model, config)
+    return model
+
+
+def _default_language(model: nn.Module, config: PretrainedConfig) -> None:
+    """X-MOD routes each batch through one language's adapter: the config's first language, as a user would set."""
+    languages = list(getattr(config, "languages", None) or ())
+    for module in model.modules():
+        if languages and callable(setter := getattr(module, "set_default_language", None)):
+            setter(languages[0])
+            return
+
+
+def fixed_batch(vocab_size: int, device: str) -> torch.Tensor:
+    """The same token ids for every run: a (sequences, tokens) stride through the vocabulary."""
+    count = BATCH[0] * BATCH[1]
+    return ((torch.arange(count) * 7919 + 13) % vocab_size).view(*BATCH).to(device)
+
+
