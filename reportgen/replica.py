@@ -27,7 +27,7 @@ from transformers import PretrainedConfig
 REPLICA_VOCAB = 512  # tokens the replica keeps
 REPLICA_EXPERTS = (4, 2)  # experts per router, tried in this order
 MIN_LAYERS = 2  # a stack keeps at least two layers where it has them, so a stack is exercised
-EXPERT_COUNTS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+EXPERT_COUNTS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts", "zero_expert_num")
 TOP_K = ("num_experts_per_tok", "num_experts_per_token", "moe_topk", "moe_k", "top_k_experts", "moe_top_k")
 EXPERT_GROUPS = ("n_group", "num_expert_group")
 TOPK_GROUPS = ("topk_group",)
@@ -82,11 +82,14 @@ def _shrink_experts(cfg: PretrainedConfig, experts: int) -> list[str]:
     cuts = []
     for name, value in counts.items():
         setattr(cfg, name, experts)
-        cuts.append(f"{experts} of {value:,} experts")
+        cuts.append(f"{experts} of {value:,} {'zero-computation ' if name.startswith('zero') else ''}experts")
     for name in TOP_K:
         if (k := _int_attr(cfg, name)) is not None and k > top_k:
             setattr(cfg, name, top_k)
             cuts.append(f"top-{top_k} of them (was top-{k})")
+        elif name in vars(cfg) and vars(cfg)[name] is None:  # DeepSeek-V2's default config leaves it unset
+            setattr(cfg, name, top_k)
+            cuts.append(f"top-{top_k} of them (the config leaves {name} unset)")
     for name in EXPERT_GROUPS:
         if (value := _int_attr(cfg, name)) is not None and value > groups:
             setattr(cfg, name, groups)
