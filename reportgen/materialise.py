@@ -92,7 +92,21 @@ def materialise(
                 module._buffers[name] = buffer.to(device)
     model.eval()  # type: ignore[no-untyped-call]
     _default_language(model, config)
+    _eager_experts_if_unaligned(model)
     return model
+
+
+def _eager_experts_if_unaligned(model: PreTrainedModel) -> None:
+    """transformers' default grouped_mm experts need every row of an expert weight to span a multiple of
+    16 bytes (torch's grouped_mm); DeepSeek-V2's 1,407-wide experts do not, so they run eager (the reference
+    loop over experts, the same weights and the same merge)."""
+    for name, param in model.named_parameters():
+        if "expert" in name and param.dim() == 3 and any(size * param.element_size() % 16 for size in param.shape[1:]):
+            try:
+                model.set_experts_implementation("eager")
+            except (ValueError, AttributeError):  # a model that cannot switch keeps its own
+                pass
+            return
 
 
 def _default_language(model: nn.Module, config: PretrainedConfig) -> None:
