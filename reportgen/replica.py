@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 from transformers import PretrainedConfig
 
@@ -31,7 +32,8 @@ EXPERT_COUNTS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_nu
 TOP_K = ("num_experts_per_tok", "num_experts_per_token", "moe_topk", "moe_k", "top_k_experts", "moe_top_k")
 EXPERT_GROUPS = ("n_group", "num_expert_group")
 TOPK_GROUPS = ("topk_group",)
-KIND_LISTS = ("type",)  # per-layer config lists whose entries make a kind of layer (layer_types, mlp_layer_types, ...)
+KIND_LISTS = ("type", "sharing_mode")  # per-layer config lists whose entries make a kind of layer (layer_types,
+# mlp_layer_types, Gemma 3n's kv_sharing_modes: a layer that stores its keys and values for later ones, ...)
 
 
 def configs(config: PretrainedConfig) -> Iterator[PretrainedConfig]:
@@ -194,7 +196,7 @@ def _is_stack(child: nn.ModuleList, name: str, owner: PretrainedConfig) -> bool:
 
 
 def _stack(child: nn.ModuleList, path: str, owner: PretrainedConfig) -> Stack:
-    lists = {name: value for name, value in vars(owner).items()
+    lists = {name: value for name, value in _attributes(owner).items()
              if isinstance(value, (list, tuple)) and len(value) == len(child) and any(k in name for k in KIND_LISTS)}
     by_kind: dict[object, list[int]] = {}
     moe: dict[object, bool] = {}
@@ -221,6 +223,18 @@ def _stack(child: nn.ModuleList, path: str, owner: PretrainedConfig) -> Stack:
     return Stack(path, len(child), tuple(tuple(by_kind[s]) for s in signatures), tuple(labels), owner)
 
 
+def _attributes(cfg: PretrainedConfig) -> dict[str, object]:
+    """The config's attributes and the per-layer lists its class computes (Gemma 3n's kv_sharing_modes property)."""
+    found = dict(vars(cfg))
+    for name in dir(type(cfg)):
+        if isinstance(getattr(type(cfg), name, None), property) and any(k in name for k in KIND_LISTS):
+            try:
+                found[name] = getattr(cfg, name)
+            except (AttributeError, ValueError, TypeError):
+                continue
+    return found
+
+
 def prune(model: nn.Module, stacks: list[Stack], keep: dict[str, list[int]]) -> None:
     """Cut each stack to the kept layers, in place, and its config to match (layer counts and per-layer lists)."""
     for stack in stacks:
@@ -239,6 +253,29 @@ def prune(model: nn.Module, stacks: list[Stack], keep: dict[str, list[int]]) -> 
                     setattr(cfg, attr, len(kept))
                 except NotImplementedError:  # an alias the config refuses to set (ProphetNet's num_hidden_layers)
                     pass
+        _cut_per_layer_inputs(model, stack, kept)
+
+
+def _cut_per_layer_inputs(model: nn.Module, stack: Stack, kept: list[int]) -> None:
+    """Gemma 3n's and Gemma 4's per-layer inputs: an embedding and a projection with hidden_size_per_layer_input
+    features for every layer, laid out layer by layer; cut to the kept layers' slices (on meta, where prune runs,
+    only the shapes change; real weights are sliced)."""
+    width = _int_attr(stack.config, "hidden_size_per_layer_input")
+    if not width:
+        return
+    full = stack.length * width
+    rows = torch.tensor([index * width + offset for index in kept for offset in range(width)])
+    for module in model.modules():
+        if isinstance(module, nn.Embedding) and module.embedding_dim == full:
+            module.weight = nn.Parameter(module.weight.detach()[:, rows.to(module.weight.device)]
+                                         if not module.weight.is_meta else module.weight.new_empty(
+                                             module.num_embeddings, len(rows)), requires_grad=False)
+            module.embedding_dim = len(rows)
+        elif isinstance(module, nn.Linear) and module.out_features == full:
+            module.weight = nn.Parameter(module.weight.detach()[rows.to(module.weight.device)]
+                                         if not module.weight.is_meta else module.weight.new_empty(
+                                             len(rows), module.in_features), requires_grad=False)
+            module.out_features = len(rows)
 
 
 def kept_parameters(model: nn.Module, stacks: list[Stack], keep: dict[str, list[int]]) -> int:
