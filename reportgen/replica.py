@@ -253,7 +253,27 @@ def prune(model: nn.Module, stacks: list[Stack], keep: dict[str, list[int]]) -> 
                     setattr(cfg, attr, len(kept))
                 except NotImplementedError:  # an alias the config refuses to set (ProphetNet's num_hidden_layers)
                     pass
+        _renumber_layer_indices(model, stack, kept)
         _cut_per_layer_inputs(model, stack, kept)
+
+
+def _renumber_layer_indices(model: nn.Module, stack: Stack, kept: list[int]) -> None:
+    """Config lists of layer indices (Mllama's cross_attention_layers, Zamba2's hybrid_layer_ids) renumbered to
+    the kept layers' new positions: a model enumerates its pruned stack from 0. The modules that hold such a list
+    (the same object) get the new one, and a dict keyed by its indices (Zamba2's layer_dic) its keys renumbered."""
+    cfg = stack.config
+    for attr, value in list(vars(cfg).items()):
+        if not ("layer" in attr and isinstance(value, list) and value and len(value) != stack.length
+                and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < stack.length for i in value)):
+            continue
+        renumbered = [kept.index(i) for i in value if i in kept]
+        setattr(cfg, attr, renumbered)
+        for module in model.modules():
+            for name, held in list(vars(module).items()):
+                if held is value:
+                    setattr(module, name, renumbered)
+                elif isinstance(held, dict) and held and set(held) == set(value):
+                    setattr(module, name, {kept.index(i): v for i, v in held.items() if i in kept})
 
 
 def _cut_per_layer_inputs(model: nn.Module, stack: Stack, kept: list[int]) -> None:
