@@ -253,8 +253,20 @@ def prune(model: nn.Module, stacks: list[Stack], keep: dict[str, list[int]]) -> 
                     setattr(cfg, attr, len(kept))
                 except NotImplementedError:  # an alias the config refuses to set (ProphetNet's num_hidden_layers)
                     pass
+        _recount_ancestors(model, stack, len(kept))
         _renumber_layer_indices(model, stack, kept)
         _cut_per_layer_inputs(model, stack, kept)
+
+
+def _recount_ancestors(model: nn.Module, stack: Stack, count: int) -> None:
+    """A layer count a module copied from its config when built (XLM's self.n_layers, which its forward loops
+    over), on the modules that hold the stack, set to the kept count."""
+    parts = stack.path.split(".")[:-1]
+    ancestors = [model] + [model.get_submodule(".".join(parts[:end])) for end in range(1, len(parts) + 1)]
+    for module in ancestors:
+        for name, value in list(vars(module).items()):
+            if name.startswith(("num_", "n_")) and "layers" in name and value == stack.length:
+                setattr(module, name, count)
 
 
 def _renumber_layer_indices(model: nn.Module, stack: Stack, kept: list[int]) -> None:
