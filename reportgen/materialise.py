@@ -82,7 +82,11 @@ def materialise(
                 real = nn.Parameter(torch.empty(param.shape, device=device, dtype=dtype), requires_grad=False)
                 # Norm weights near 1; any other vector (a bias, DiffLlama's lambda_q1, Mamba's D) near 0, as
                 # initialised: a vector of ones in exp(lambda_q1 . lambda_k1) overflows fp32.
-                shift = 1.0 if param.dim() == 1 and is_norm and not name.endswith("bias") else 0.0
+                # Doge's input_residual and post_attention_residual scale the residual stream and start at 1:
+                # near 0 they shrink it every layer and the random model amplifies rounding (a 1-ulp change of
+                # every v_proj moved its 32-layer logits by 0.47), far beyond the merge tolerance.
+                ones = (is_norm and not name.endswith("bias")) or name.endswith("residual")
+                shift = 1.0 if param.dim() == 1 and ones else 0.0
                 filler.fill(real, WEIGHT_SCALE, shift)
                 made[id(param)] = real
             module._parameters[name] = made[id(param)]
