@@ -229,9 +229,11 @@ def _attributes(cfg: PretrainedConfig) -> dict[str, object]:
     for name in dir(type(cfg)):
         if isinstance(getattr(type(cfg), name, None), property) and any(k in name for k in KIND_LISTS):
             try:
-                found[name] = getattr(cfg, name)
+                value = getattr(cfg, name)
             except (AttributeError, ValueError, TypeError):
                 continue
+            if isinstance(value, (list, tuple)) and len({str(v) for v in value}) > 1:  # all alike: no kinds
+                found[name] = value
     return found
 
 
