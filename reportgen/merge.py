@@ -411,12 +411,14 @@ def _peft_forward_fails(peft_model: PeftModel) -> Iterator[None]:
         yield
     except (AttributeError, TypeError, RuntimeError) as exc:
         frames = traceback.extract_tb(exc.__traceback__)
-        if not frames or "/peft/tuners/" not in frames[-1].filename.replace("\\", "/"):
+        if not frames or "/peft/tuners/" not in frames[-1].filename.replace("\\", "/") or "out of memory" in str(exc):
             raise
         odd = sorted({f"{name.removeprefix('base_model.model.')} ({type(module.get_base_layer()).__name__})"
                       for name, module in peft_model.named_modules()
                       if isinstance(module, BaseTunerLayer) and _own_forward_linear(module.get_base_layer())})
-        wrapped = f" on {odd[0]}{f' and {len(odd) - 1} more' if len(odd) > 1 else ''}" if odd else ""
+        if not odd:  # nothing PEFT wrapped that it could not: the check's own error
+            raise
+        wrapped = f" on {odd[0]}{f' and {len(odd) - 1} more' if len(odd) > 1 else ''}"
         raise PeftCannot(f"PEFT's LoRA layer fails in the forward pass{wrapped}, an nn.Linear subclass whose forward "
                          f"PEFT cannot wrap: {type(exc).__name__}: {one_line(str(exc))}") from None
 
