@@ -306,7 +306,8 @@ def combined_with_all_linear(first: MergeCheck, second: MergeCheck) -> MergeChec
     status = ranked[0] if ranked else first.status
     note = first.note
     if second.status != MergeStatus.PASSED or status != first.status:
-        note = f"{note}; all-linear pass: {second.status_label}: {second.note}"
+        said = second.note.removeprefix(f"{second.status_label}: ").removeprefix(f"{second.status}: ")  # once
+        note = f"{note}; all-linear pass: {second.status_label}: {said}"
     else:
         note = f"{note}; all-linear pass on a replica: passed too"
     passed = True if status == MergeStatus.PASSED else False if status == MergeStatus.FAILED else None
