@@ -101,3 +101,18 @@ def test_mllama_cross_attention_layer_indices_follow_the_kept_layers() -> None:
     check, _ = check_merge(config, QKVO, device="cpu", replica=True)
     assert check.status == "passed", check.note
     assert "never ran in the forward pass (first: model.layers.1.cross_attn" in check.note  # skipped, as by Mllama
+
+
+def test_gemma3n_replica_keeps_the_layers_that_store_the_shared_keys_and_values() -> None:
+    # Gemma 3n's last num_kv_shared_layers layers reuse the keys and values their layer type's last earlier
+    # layer stores (config.kv_sharing_modes, a property): a replica without the storing layers raised KeyError.
+    config = AutoConfig.for_model(
+        "gemma3n_text", vocab_size=128, vocab_size_per_layer_input=128, hidden_size=64, intermediate_size=96,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_hidden_layers=10,
+        hidden_size_per_layer_input=8, layer_types=["sliding_attention", "full_attention"] * 5,
+        num_kv_shared_layers=4, laurel_rank=8, activation_sparsity_pattern=[0.0] * 10, altup_num_inputs=2,
+    )
+    assert config.kv_sharing_modes == [None] * 4 + ["store"] * 2 + ["reuse"] * 4  # transformers' own rule
+    check, _ = check_merge(config, QKVO, device="cpu", replica=True)
+    assert check.status == "passed", check.note
+    assert "6 of 10 layers" in check.materialised and "/store" in check.materialised
