@@ -7,12 +7,15 @@ what reportgen computed.
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import AutoConfig
 
 from reportgen.materialise import PatternFill, materialise
 from reportgen.merge import check_merge
 from reportgen.replica import shrink_config
+
+pytestmark = pytest.mark.slow  # real forward passes, as tests/test_merge_classes.py: in make test, not test-fast
 
 QKVO = ("q_proj", "k_proj", "v_proj", "o_proj")
 
@@ -116,3 +119,18 @@ def test_gemma3n_replica_keeps_the_layers_that_store_the_shared_keys_and_values(
     check, _ = check_merge(config, QKVO, device="cpu", replica=True)
     assert check.status == "passed", check.note
     assert "6 of 10 layers" in check.materialised and "/store" in check.materialised
+
+
+def test_zamba2_hybrid_layer_ids_follow_the_kept_layers() -> None:
+    # Zamba2's shared blocks look their adapters up by layer position in a dict built from hybrid_layer_ids
+    # (layer_dic): with the hybrid layer 2 kept as the replica's second layer, the lookup of 1 raised KeyError.
+    config = AutoConfig.for_model(
+        "zamba2", vocab_size=128, hidden_size=64, intermediate_size=96, num_attention_heads=4,
+        num_key_value_heads=4, num_hidden_layers=5, layers_block_type=["mamba", "mamba", "hybrid", "mamba", "hybrid"],
+        mamba_d_state=8, mamba_headdim=16, n_mamba_heads=8, mamba_ngroups=1, num_mem_blocks=1,
+        use_shared_attention_adapter=True, adapter_rank=8, use_mem_rope=False,
+    )
+    assert config.hybrid_layer_ids == [2, 4]  # transformers' own rule
+    check, _ = check_merge(config, ("all-linear",), device="cpu", replica=True)
+    assert check.status == "passed", check.note
+    assert "2 of 5 layers" in check.materialised
