@@ -82,7 +82,11 @@ def materialise(
                 real = nn.Parameter(torch.empty(param.shape, device=device, dtype=dtype), requires_grad=False)
                 # Norm weights near 1; any other vector (a bias, DiffLlama's lambda_q1, Mamba's D) near 0, as
                 # initialised: a vector of ones in exp(lambda_q1 . lambda_k1) overflows fp32.
-                shift = 1.0 if param.dim() == 1 and is_norm and not name.endswith("bias") else 0.0
+                # Doge's input_residual and post_attention_residual scale the residual stream and start at 1:
+                # near 0 they shrink it every layer and the random model amplifies rounding (a 1-ulp change of
+                # every v_proj moved its 32-layer logits by 0.47), far beyond the merge tolerance.
+                ones = (is_norm and not name.endswith("bias")) or name.endswith("residual")
+                shift = 1.0 if param.dim() == 1 and ones else 0.0
                 filler.fill(real, WEIGHT_SCALE, shift)
                 made[id(param)] = real
             module._parameters[name] = made[id(param)]
@@ -92,7 +96,21 @@ def materialise(
                 module._buffers[name] = buffer.to(device)
     model.eval()  # type: ignore[no-untyped-call]
     _default_language(model, config)
+    _eager_experts_if_unaligned(model)
     return model
+
+
+def _eager_experts_if_unaligned(model: PreTrainedModel) -> None:
+    """transformers' default grouped_mm experts need every row of an expert weight to span a multiple of
+    16 bytes (torch's grouped_mm); DeepSeek-V2's 1,407-wide experts do not, so they run eager (the reference
+    loop over experts, the same weights and the same merge)."""
+    for name, param in model.named_parameters():
+        if "expert" in name and param.dim() == 3 and any(size * param.element_size() % 16 for size in param.shape[1:]):
+            try:
+                model.set_experts_implementation("eager")
+            except (ValueError, AttributeError):  # a model that cannot switch keeps its own
+                pass
+            return
 
 
 def _default_language(model: nn.Module, config: PretrainedConfig) -> None:

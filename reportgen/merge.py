@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -305,7 +306,8 @@ def combined_with_all_linear(first: MergeCheck, second: MergeCheck) -> MergeChec
     status = ranked[0] if ranked else first.status
     note = first.note
     if second.status != MergeStatus.PASSED or status != first.status:
-        note = f"{note}; all-linear pass: {second.status_label}: {second.note}"
+        said = second.note.removeprefix(f"{second.status_label}: ").removeprefix(f"{second.status}: ")  # once
+        note = f"{note}; all-linear pass: {second.status_label}: {said}"
     else:
         note = f"{note}; all-linear pass on a replica: passed too"
     passed = True if status == MergeStatus.PASSED else False if status == MergeStatus.FAILED else None
@@ -327,7 +329,7 @@ def _run(
     ids = fixed_batch(chosen.vocab_size, device)
     routing = Routing(router_paths(model))  # fixed routing: see reportgen.routing
     peft_model = _adapt(model, targets, parameters, filler)
-    with _calls(peft_model) as called:
+    with _calls(peft_model) as called, _peft_forward_fails(peft_model):
         before, adapted = base_and_adapted_logits(peft_model, ids, routing)
     idle = _idle_adapters(peft_model, called)
     if idle or not (adapted - before).abs().max().item() > 0:
@@ -398,6 +400,32 @@ def _adapt(model: PreTrainedModel, targets: Sequence[str], parameters: Sequence[
             filler.fill(param.data, LORA_SCALE)
     peft_model.eval()
     return peft_model
+
+
+@contextlib.contextmanager
+def _peft_forward_fails(peft_model: PeftModel) -> Iterator[None]:
+    """An error raised inside PEFT's own LoRA layer is PEFT's limit, not the check's: not applicable, with the
+    layers it wrapped that are subclasses of nn.Linear with a forward of their own (Phi-MoE's and Llama 4's
+    routers return a tuple, which PEFT's LoRA Linear cannot add its delta to; PEFT's all-linear picks them
+    because it selects by isinstance(module, nn.Linear))."""
+    try:
+        yield
+    except (AttributeError, TypeError, RuntimeError) as exc:
+        frames = traceback.extract_tb(exc.__traceback__)
+        if not frames or "/peft/tuners/" not in frames[-1].filename.replace("\\", "/") or "out of memory" in str(exc):
+            raise
+        odd = sorted({f"{name.removeprefix('base_model.model.')} ({type(module.get_base_layer()).__name__})"
+                      for name, module in peft_model.named_modules()
+                      if isinstance(module, BaseTunerLayer) and _own_forward_linear(module.get_base_layer())})
+        if not odd:  # nothing PEFT wrapped that it could not: the check's own error
+            raise
+        wrapped = f" on {odd[0]}{f' and {len(odd) - 1} more' if len(odd) > 1 else ''}"
+        raise PeftCannot(f"PEFT's LoRA layer fails in the forward pass{wrapped}, an nn.Linear subclass whose forward "
+                         f"PEFT cannot wrap: {type(exc).__name__}: {one_line(str(exc))}") from None
+
+
+def _own_forward_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) and type(module).forward is not nn.Linear.forward
 
 
 def _lora_words(targets: Sequence[str], parameters: Sequence[str]) -> str:

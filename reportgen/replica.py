@@ -21,17 +21,19 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 from transformers import PretrainedConfig
 
 REPLICA_VOCAB = 512  # tokens the replica keeps
 REPLICA_EXPERTS = (4, 2)  # experts per router, tried in this order
 MIN_LAYERS = 2  # a stack keeps at least two layers where it has them, so a stack is exercised
-EXPERT_COUNTS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+EXPERT_COUNTS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts", "zero_expert_num")
 TOP_K = ("num_experts_per_tok", "num_experts_per_token", "moe_topk", "moe_k", "top_k_experts", "moe_top_k")
 EXPERT_GROUPS = ("n_group", "num_expert_group")
 TOPK_GROUPS = ("topk_group",)
-KIND_LISTS = ("type",)  # per-layer config lists whose entries make a kind of layer (layer_types, mlp_layer_types, ...)
+KIND_LISTS = ("type", "sharing_mode")  # per-layer config lists whose entries make a kind of layer (layer_types,
+# mlp_layer_types, Gemma 3n's kv_sharing_modes: a layer that stores its keys and values for later ones, ...)
 
 
 def configs(config: PretrainedConfig) -> Iterator[PretrainedConfig]:
@@ -82,11 +84,14 @@ def _shrink_experts(cfg: PretrainedConfig, experts: int) -> list[str]:
     cuts = []
     for name, value in counts.items():
         setattr(cfg, name, experts)
-        cuts.append(f"{experts} of {value:,} experts")
+        cuts.append(f"{experts} of {value:,} {'zero-computation ' if name.startswith('zero') else ''}experts")
     for name in TOP_K:
         if (k := _int_attr(cfg, name)) is not None and k > top_k:
             setattr(cfg, name, top_k)
             cuts.append(f"top-{top_k} of them (was top-{k})")
+        elif name in vars(cfg) and vars(cfg)[name] is None:  # DeepSeek-V2's default config leaves it unset
+            setattr(cfg, name, top_k)
+            cuts.append(f"top-{top_k} of them (the config leaves {name} unset)")
     for name in EXPERT_GROUPS:
         if (value := _int_attr(cfg, name)) is not None and value > groups:
             setattr(cfg, name, groups)
@@ -191,7 +196,7 @@ def _is_stack(child: nn.ModuleList, name: str, owner: PretrainedConfig) -> bool:
 
 
 def _stack(child: nn.ModuleList, path: str, owner: PretrainedConfig) -> Stack:
-    lists = {name: value for name, value in vars(owner).items()
+    lists = {name: value for name, value in _attributes(owner).items()
              if isinstance(value, (list, tuple)) and len(value) == len(child) and any(k in name for k in KIND_LISTS)}
     by_kind: dict[object, list[int]] = {}
     moe: dict[object, bool] = {}
@@ -218,6 +223,20 @@ def _stack(child: nn.ModuleList, path: str, owner: PretrainedConfig) -> Stack:
     return Stack(path, len(child), tuple(tuple(by_kind[s]) for s in signatures), tuple(labels), owner)
 
 
+def _attributes(cfg: PretrainedConfig) -> dict[str, object]:
+    """The config's attributes and the per-layer lists its class computes (Gemma 3n's kv_sharing_modes property)."""
+    found = dict(vars(cfg))
+    for name in dir(type(cfg)):
+        if isinstance(getattr(type(cfg), name, None), property) and any(k in name for k in KIND_LISTS):
+            try:
+                value = getattr(cfg, name)
+            except (AttributeError, ValueError, TypeError):
+                continue
+            if isinstance(value, (list, tuple)) and len({str(v) for v in value}) > 1:  # all alike: no kinds
+                found[name] = value
+    return found
+
+
 def prune(model: nn.Module, stacks: list[Stack], keep: dict[str, list[int]]) -> None:
     """Cut each stack to the kept layers, in place, and its config to match (layer counts and per-layer lists)."""
     for stack in stacks:
@@ -236,6 +255,61 @@ def prune(model: nn.Module, stacks: list[Stack], keep: dict[str, list[int]]) -> 
                     setattr(cfg, attr, len(kept))
                 except NotImplementedError:  # an alias the config refuses to set (ProphetNet's num_hidden_layers)
                     pass
+        _recount_ancestors(model, stack, len(kept))
+        _renumber_layer_indices(model, stack, kept)
+        _cut_per_layer_inputs(model, stack, kept)
+
+
+def _recount_ancestors(model: nn.Module, stack: Stack, count: int) -> None:
+    """A layer count a module copied from its config when built (XLM's self.n_layers, which its forward loops
+    over), on the modules that hold the stack, set to the kept count."""
+    parts = stack.path.split(".")[:-1]
+    ancestors = [model] + [model.get_submodule(".".join(parts[:end])) for end in range(1, len(parts) + 1)]
+    for module in ancestors:
+        for name, value in list(vars(module).items()):
+            if name.startswith(("num_", "n_")) and "layers" in name and value == stack.length:
+                setattr(module, name, count)
+
+
+def _renumber_layer_indices(model: nn.Module, stack: Stack, kept: list[int]) -> None:
+    """Config lists of layer indices (Mllama's cross_attention_layers, Zamba2's hybrid_layer_ids) renumbered to
+    the kept layers' new positions: a model enumerates its pruned stack from 0. The modules that hold such a list
+    (the same object) get the new one, and a dict keyed by its indices (Zamba2's layer_dic) its keys renumbered."""
+    cfg = stack.config
+    for attr, value in list(vars(cfg).items()):
+        if not ("layer" in attr and isinstance(value, list) and value and len(value) != stack.length
+                and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < stack.length for i in value)):
+            continue
+        renumbered = [kept.index(i) for i in value if i in kept]
+        setattr(cfg, attr, renumbered)
+        for module in model.modules():
+            for name, held in list(vars(module).items()):
+                if held is value:
+                    setattr(module, name, renumbered)
+                elif isinstance(held, dict) and held and set(held) == set(value):
+                    setattr(module, name, {kept.index(i): v for i, v in held.items() if i in kept})
+
+
+def _cut_per_layer_inputs(model: nn.Module, stack: Stack, kept: list[int]) -> None:
+    """Gemma 3n's and Gemma 4's per-layer inputs: an embedding and a projection with hidden_size_per_layer_input
+    features for every layer, laid out layer by layer; cut to the kept layers' slices (on meta, where prune runs,
+    only the shapes change; real weights are sliced)."""
+    width = _int_attr(stack.config, "hidden_size_per_layer_input")
+    if not width:
+        return
+    full = stack.length * width
+    rows = torch.tensor([index * width + offset for index in kept for offset in range(width)])
+    for module in model.modules():
+        if isinstance(module, nn.Embedding) and module.embedding_dim == full:
+            module.weight = nn.Parameter(module.weight.detach()[:, rows.to(module.weight.device)]
+                                         if not module.weight.is_meta else module.weight.new_empty(
+                                             module.num_embeddings, len(rows)), requires_grad=False)
+            module.embedding_dim = len(rows)
+        elif isinstance(module, nn.Linear) and module.out_features == full:
+            module.weight = nn.Parameter(module.weight.detach()[rows.to(module.weight.device)]
+                                         if not module.weight.is_meta else module.weight.new_empty(
+                                             len(rows), module.in_features), requires_grad=False)
+            module.out_features = len(rows)
 
 
 def kept_parameters(model: nn.Module, stacks: list[Stack], keep: dict[str, list[int]]) -> int:

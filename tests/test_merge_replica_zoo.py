@@ -1,0 +1,136 @@
+"""Zoo architectures whose replica or check setup once broke, each on a tiny config of its own family.
+
+Each test names the zoo failure it guards against; the expected outcome comes from
+the model's own code (its initialiser, its forward pass) or PEFT's, never from
+what reportgen computed.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoConfig
+
+from reportgen.materialise import PatternFill, materialise
+from reportgen.merge import check_merge
+from reportgen.replica import shrink_config
+
+pytestmark = pytest.mark.slow  # real forward passes, as tests/test_merge_classes.py: in make test, not test-fast
+
+QKVO = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def test_xlm_replica_loops_over_the_kept_layers_only() -> None:
+    # XLM copies n_layers into the model and loops over it: a 2-of-3-layer replica raised IndexError.
+    config = AutoConfig.for_model("xlm", vocab_size=128, emb_dim=32, n_layers=3, n_heads=2)
+    check, _ = check_merge(config, ("all-linear",), device="cpu", replica=True)
+    assert check.status == "passed", check.note
+    assert "2 of 3 layers" in check.materialised
+
+
+def test_deepseek_v2_with_top_k_unset_and_unaligned_experts_is_checked() -> None:
+    # transformers' default DeepSeek-V2 config leaves num_experts_per_tok None (topk got None), and its
+    # 1,407-wide experts are not 16-byte rows, which torch's grouped_mm refuses: 25 fp32 values are 100 bytes.
+    config = AutoConfig.for_model(
+        "deepseek_v2", vocab_size=128, hidden_size=64, intermediate_size=96, moe_intermediate_size=25,
+        num_attention_heads=4, num_key_value_heads=4, q_lora_rank=None, kv_lora_rank=16, qk_rope_head_dim=8,
+        qk_nope_head_dim=8, v_head_dim=16, n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=None,
+        num_hidden_layers=2, first_k_dense_replace=1,
+    )
+    check, _ = check_merge(config, ("all-linear",), device="cpu", replica=True)
+    assert check.status == "passed", check.note
+    assert "the config leaves num_experts_per_tok unset" in check.materialised
+
+
+def test_a_router_peft_wraps_but_cannot_run_is_not_applicable_with_the_reason() -> None:
+    # Phi-MoE's router is an nn.Linear subclass returning a tuple; PEFT's all-linear selects every nn.Linear
+    # (isinstance), so PEFT wraps it and its LoRA forward fails: PEFT's limit, never "error" nor "passed".
+    config = AutoConfig.for_model(
+        "phimoe", vocab_size=128, hidden_size=64, intermediate_size=96, num_attention_heads=4,
+        num_key_value_heads=2, num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2,
+    )
+    check, _ = check_merge(config, ("all-linear",), device="cpu")
+    assert check.status == "not_applicable", check.note
+    assert "PhimoeTopKRouter" in check.note and "'tuple' object has no attribute 'dtype'" in check.note
+    walk_through, _ = check_merge(config, QKVO, device="cpu")
+    assert walk_through.status == "passed", walk_through.note
+
+
+def test_doge_residual_scales_are_filled_near_one_as_doge_initialises_them() -> None:
+    # DogeDecoderLayer: input_residual = nn.Parameter(torch.ones(hidden_size)), likewise post_attention_residual.
+    # Filled near 0 they made the random 32-layer model amplify rounding and fail q/k/v/o by 0.087.
+    config = AutoConfig.for_model("doge", vocab_size=128, hidden_size=64, intermediate_size=96,
+                                  num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2)
+    model = materialise(config, "cpu", torch.float32, PatternFill("cpu", torch.float32))
+    residuals = [param for name, param in model.named_parameters() if name.endswith("residual")]
+    assert len(residuals) == 4  # two per layer
+    for param in residuals:
+        assert (param - 1).abs().max().item() <= 0.03 + 1e-6  # 1 + U(-0.03, 0.03)
+
+
+def test_longcat_zero_computation_experts_are_cut_with_the_routed_ones() -> None:
+    # LongCat's gate_up_proj has a row block per routed *and* zero-computation expert (n_routed_experts +
+    # zero_expert_num), so its one-layer replica was 28.5 GiB with 256 zero experts left in.
+    config = AutoConfig.for_model("longcat_flash", n_routed_experts=16, zero_expert_num=8, moe_topk=4)
+    shrunk = shrink_config(config, 4).config
+    assert (shrunk.n_routed_experts, shrunk.zero_expert_num, shrunk.moe_topk) == (4, 4, 2)
+
+
+def test_gemma4_per_layer_inputs_are_cut_with_the_layers() -> None:
+    # Gemma 4's per-layer input embedding has num_hidden_layers * hidden_size_per_layer_input features and its
+    # forward reshapes them per layer: a replica of fewer layers failed "shape ... is invalid".
+    config = AutoConfig.for_model(
+        "gemma4_text", vocab_size=128, vocab_size_per_layer_input=128, hidden_size=64, intermediate_size=96,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, global_head_dim=16, num_hidden_layers=3,
+        hidden_size_per_layer_input=8, layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+        num_kv_shared_layers=0,
+    )
+    check, _ = check_merge(config, QKVO, device="cpu", replica=True)
+    assert check.status == "passed", check.note
+    assert "2 of 3 layers" in check.materialised
+
+
+def test_mllama_cross_attention_layer_indices_follow_the_kept_layers() -> None:
+    # Mllama's text model skips the layers listed in cross_attention_layers for a text batch, by position: with
+    # layer 2 kept as the replica's second layer, [2] must become [1] or the layer runs without vision states.
+    config = AutoConfig.for_model(
+        "mllama",
+        text_config=dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_attention_heads=4,
+                         num_key_value_heads=2, num_hidden_layers=3, cross_attention_layers=[2], pad_token_id=0),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_global_layers=1,
+                           attention_heads=2, image_size=32, patch_size=8, vision_output_dim=64,
+                           intermediate_layers_indices=[0]),
+    )
+    check, _ = check_merge(config, QKVO, device="cpu", replica=True)
+    assert check.status == "passed", check.note
+    assert "never ran in the forward pass (first: model.layers.1.cross_attn" in check.note  # skipped, as by Mllama
+
+
+def test_gemma3n_replica_keeps_the_layers_that_store_the_shared_keys_and_values() -> None:
+    # Gemma 3n's last num_kv_shared_layers layers reuse the keys and values their layer type's last earlier
+    # layer stores (config.kv_sharing_modes, a property): a replica without the storing layers raised KeyError.
+    config = AutoConfig.for_model(
+        "gemma3n_text", vocab_size=128, vocab_size_per_layer_input=128, hidden_size=64, intermediate_size=96,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_hidden_layers=10,
+        hidden_size_per_layer_input=8, layer_types=["sliding_attention", "full_attention"] * 5,
+        num_kv_shared_layers=4, laurel_rank=8, activation_sparsity_pattern=[0.0] * 10, altup_num_inputs=2,
+    )
+    assert config.kv_sharing_modes == [None] * 4 + ["store"] * 2 + ["reuse"] * 4  # transformers' own rule
+    check, _ = check_merge(config, QKVO, device="cpu", replica=True)
+    assert check.status == "passed", check.note
+    assert "6 of 10 layers" in check.materialised and "/store" in check.materialised
+
+
+def test_zamba2_hybrid_layer_ids_follow_the_kept_layers() -> None:
+    # Zamba2's shared blocks look their adapters up by layer position in a dict built from hybrid_layer_ids
+    # (layer_dic): with the hybrid layer 2 kept as the replica's second layer, the lookup of 1 raised KeyError.
+    config = AutoConfig.for_model(
+        "zamba2", vocab_size=128, hidden_size=64, intermediate_size=96, num_attention_heads=4,
+        num_key_value_heads=4, num_hidden_layers=5, layers_block_type=["mamba", "mamba", "hybrid", "mamba", "hybrid"],
+        mamba_d_state=8, mamba_headdim=16, n_mamba_heads=8, mamba_ngroups=1, num_mem_blocks=1,
+        use_shared_attention_adapter=True, adapter_rank=8, use_mem_rope=False,
+    )
+    assert config.hybrid_layer_ids == [2, 4]  # transformers' own rule
+    check, _ = check_merge(config, ("all-linear",), device="cpu", replica=True)
+    assert check.status == "passed", check.note
+    assert "2 of 5 layers" in check.materialised
