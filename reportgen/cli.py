@@ -164,8 +164,11 @@ def cache_options(func: Any) -> Any:
 
 
 def _study_matrix(ranks: tuple[int, ...], methods: str | None, matrix_file: Path | None,
-                  scenarios: tuple[Scenario, ...]) -> dict[str, Any]:
-    """Study keyword arguments from the matrix file (or the default matrix) and the command-line overrides."""
+                  scenarios: tuple[Scenario, ...], memory: MemoryAssumptions) -> dict[str, Any]:
+    """Study keyword arguments from the matrix file (or the default matrix) and the command-line overrides.
+
+    The headline memory rows' rank (--memory-rank) must be a rank of the study.
+    """
     from .matrix import Matrix, load_matrix
     from .variants import parse_methods
 
@@ -176,7 +179,13 @@ def _study_matrix(ranks: tuple[int, ...], methods: str | None, matrix_file: Path
     if taken:
         raise UsageError(f"scenario {', '.join(map(repr, taken))} is named twice (qv_only, qkvo and all_linear "
                          "are built in; a study matrix and --scenario must not repeat a name)")
-    return {"ranks": ranks or matrix.ranks, "variants": variants, "scenarios": matrix.scenarios + scenarios}
+    if memory.scenario not in names:
+        _note(f"--memory-scenario {memory.scenario!r} is not a scenario of the study ({', '.join(dict.fromkeys(names))});"
+              " it heads the memory table only of models with a module of that name (a single-module scenario)")
+    ranks = ranks or matrix.ranks
+    if memory.rank is not None and memory.rank not in ranks:
+        raise UsageError(f"--memory-rank {memory.rank} is not a rank of the study (--ranks {','.join(map(str, ranks))})")
+    return {"ranks": ranks, "variants": variants, "scenarios": matrix.scenarios + scenarios}
 
 
 # --highlight: models the index's cross-model charts mark and label (its own block, used by `report`).
@@ -279,7 +288,7 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
             select_device(device)
         study = Study(merge_check=not no_merge_check, device=device, trust_remote_code=trust_remote_code,
                       memory=memory, merge_budget=merge_budget,
-                      **_study_matrix(ranks, methods, matrix_file, scenarios))
+                      **_study_matrix(ranks, methods, matrix_file, scenarios, memory))
         cache = None if no_cache else ResultCache(cache_dir or default_cache_dir())
         if cache is not None:
             check_cache_dir(cache.root, out)
@@ -380,7 +389,7 @@ def inspect(model: str, ranks: tuple[int, ...], scenarios: tuple[Scenario, ...],
 
     with _click_errors():
         study = Study(merge_check=False, trust_remote_code=trust_remote_code, memory=memory,
-                      cell_jobs=jobs or os.cpu_count() or 1, **_study_matrix(ranks, methods, matrix_file, scenarios))
+                      cell_jobs=jobs or os.cpu_count() or 1, **_study_matrix(ranks, methods, matrix_file, scenarios, memory))
         result = analyse_spec(ModelSpec(text=model, origin="command line"), "inspect", study)
     click.echo(render(result), nl=False)
 

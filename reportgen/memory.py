@@ -9,6 +9,7 @@ numbers. Sizes are bytes; an "element" is one value in the compute dtype.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -270,6 +271,11 @@ def memory_rows(info: ModelInfo, rows: tuple[ModuleRow, ...], cells: tuple[Cell,
                 continue
             headline = (cell.scenario, cell.rank) == (a.scenario, rank)
             result.append(adapter_row(method, cell, chosen, info, rows, shape, a, headline))
+    lora = [cell.scenario for cell in cells if cell.method == "lora"]
+    if lora and a.scenario not in lora:  # said in the report's warnings, not left as a table without its rows
+        warnings.warn(f"--memory-scenario {a.scenario!r} is not a scenario of this model (its scenarios: "
+                      f"{', '.join(dict.fromkeys(lora))}): the memory table has no lora or qlora headline row",
+                      stacklevel=1)
     return tuple(result)
 
 

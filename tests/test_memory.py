@@ -330,3 +330,17 @@ def test_memory_scenario_and_rank_choose_the_headline_rows(run_cli: Cli) -> None
     assert rows == [["full", "all_parameters", "-"], ["lora", "qkvo", "8"], ["qlora", "qkvo", "8"]]
     bad = run_cli("inspect", SMOLLM2, "--attention", "flash")
     assert bad.exit_code == 2 and "'flash' is not one of 'sdpa', 'eager'" in bad.output
+
+
+def test_a_headline_rank_outside_the_study_is_a_usage_error_and_an_unknown_scenario_is_said(run_cli: Cli) -> None:
+    bad = run_cli("inspect", SMOLLM2, "--ranks", "8,16", "--memory-rank", "32")
+    assert bad.exit_code == 2 and "--memory-rank 32 is not a rank of the study (--ranks 8,16)" in bad.output
+    assert "Training memory" not in bad.output  # before any work
+    # SmolLM2 (Llama) has no module called c_attn (GPT-2's): the note says so before the run, the report after it.
+    odd = run_cli("inspect", SMOLLM2, "--ranks", "8", "--memory-scenario", "c_attn")
+    assert odd.exit_code == 0, odd.output
+    assert "note: --memory-scenario 'c_attn' is not a scenario of the study (qv_only, qkvo, all_linear)" in odd.output
+    report = analyse_spec(ModelSpec(SMOLLM2, SMOLLM2), "smollm2", Study(ranks=(8,), merge_check=False,
+                          memory=MemoryAssumptions(scenario="c_attn")))
+    assert any("--memory-scenario 'c_attn' is not a scenario of this model" in line for line in report.warnings)
+    assert not any(row.headline for row in report.memory if row.method != "full")
