@@ -160,3 +160,15 @@ def test_rows_carry_the_model_type_the_script_groups_by() -> None:
     types = {dict(entry.sort_keys(table.ranks))["type"] for entry in table.entries}
     assert types == {report.model.model_type for report in result.reports} | {"unknown"}  # failures: unknown
     assert "gemma3" in types
+
+
+def test_a_long_failure_list_is_folded_under_its_count(tmp_path: Path) -> None:
+    many = many_models()  # 12 of its 180 models fail: more than the 10 shown unfolded
+    write_index(many, tmp_path / "many")
+    section = (tmp_path / "many" / "index.html").read_text(encoding="utf-8").split('<section id="failures">')[1]
+    assert f"<details><summary>{len(many.failures)} models failed: their errors</summary>" in section
+    assert section.split("</section>")[0].count("<li>") == len(many.failures)
+    few = dataclasses.replace(many, failures=many.failures[:3])
+    write_index(few, tmp_path / "few")
+    section = (tmp_path / "few" / "index.html").read_text(encoding="utf-8").split('<section id="failures">')[1]
+    assert "<details>" not in section.split("</section>")[0]
