@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
 import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from accelerate import init_empty_weights
@@ -62,13 +66,9 @@ def materialise(
     keep: Keep | None = None,
 ) -> PreTrainedModel:
     """The model (its stacks cut to ``keep`` when given) with every parameter allocated once on device and filled."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # Parameters on meta, buffers (rotary inv_freq, ...) computed for real.
-        with init_empty_weights(include_buffers=False):
-            model: PreTrainedModel = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
-                copy.deepcopy(config), trust_remote_code=trust_remote_code
-            )
+    model = _build_on_meta(config, trust_remote_code, large_on_meta=True)
+    if _meta_besides_parameters(model):  # a large buffer (a causal-mask table) went to meta too
+        model = _build_on_meta(config, trust_remote_code, large_on_meta=False)
     model.tie_weights()  # tie on meta, so a tied head is allocated once, not filled twice
     if keep:  # after tying: a block shared between layers (Zamba) is tied by the layers' names before the cut
         prune(model, layer_stacks(model), keep)
@@ -98,6 +98,69 @@ def materialise(
     _default_language(model, config)
     _eager_experts_if_unaligned(model)
     return model
+
+
+def _build_on_meta(config: PretrainedConfig, trust_remote_code: bool, large_on_meta: bool) -> PreTrainedModel:
+    """The model with its parameters on meta and its buffers (rotary inv_freq, ...) computed for real.
+
+    init_empty_weights moves each parameter to meta as it is registered, but a parameter made by torch.zeros
+    (Llama 4's experts) is first allocated and written on CPU: 45 of the 60 s of Llama 4's merge check went
+    there, for 48 layers the replica then cuts. With ``large_on_meta`` the tensor constructors make every
+    tensor of at least LARGE values on meta directly; a buffer that large goes there too, and the caller
+    builds again without.
+    """
+    with warnings.catch_warnings(), init_empty_weights(include_buffers=False), \
+            (_large_tensors_on_meta() if large_on_meta else contextlib.nullcontext()):
+        warnings.simplefilter("ignore")
+        model: PreTrainedModel = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+            copy.deepcopy(config), trust_remote_code=trust_remote_code
+        )
+    return model
+
+
+def _meta_besides_parameters(model: nn.Module) -> bool:
+    """Whether a buffer or a tensor a module keeps as a plain attribute is on meta."""
+    return any(buffer.is_meta for buffer in model.buffers()) or any(
+        isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter) and value.is_meta
+        for module in model.modules() for value in vars(module).values())
+
+
+LARGE = 1 << 16  # values: no rotary table or small buffer is this large; a weight usually is
+CONSTRUCTORS = ("empty", "zeros", "ones", "full")
+
+
+@contextlib.contextmanager
+def _large_tensors_on_meta() -> Iterator[None]:
+    """torch.empty/zeros/ones/full of at least LARGE values, without a device of their own, made on meta."""
+    originals = {name: getattr(torch, name) for name in CONSTRUCTORS}
+
+    def on_meta(name: str) -> Callable[..., torch.Tensor]:
+        made = originals[name]
+
+        def constructor(*args: Any, **kwargs: Any) -> torch.Tensor:
+            if kwargs.get("device") is None and _values(name, args, kwargs) >= LARGE:
+                kwargs["device"] = "meta"
+            return made(*args, **kwargs)
+        return constructor
+
+    try:
+        for name in CONSTRUCTORS:
+            setattr(torch, name, on_meta(name))
+        yield
+    finally:
+        for name, made in originals.items():
+            setattr(torch, name, made)
+
+
+def _values(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """How many values a constructor call asks for (0 where its size cannot be read)."""
+    size = kwargs.get("size", args[0] if args and (name == "full" or len(args) == 1) else args)
+    if isinstance(size, int):
+        size = (size,)
+    try:
+        return math.prod(int(dim) for dim in size)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _eager_experts_if_unaligned(model: PreTrainedModel) -> None:
