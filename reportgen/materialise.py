@@ -140,7 +140,8 @@ def _large_tensors_on_meta() -> Iterator[None]:
         def constructor(*args: Any, **kwargs: Any) -> torch.Tensor:
             if kwargs.get("device") is None and _values(name, args, kwargs) >= LARGE:
                 kwargs["device"] = "meta"
-            return made(*args, **kwargs)
+            tensor: torch.Tensor = made(*args, **kwargs)
+            return tensor
         return constructor
 
     try:

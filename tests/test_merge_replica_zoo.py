@@ -134,3 +134,33 @@ def test_zamba2_hybrid_layer_ids_follow_the_kept_layers() -> None:
     check, _ = check_merge(config, ("all-linear",), device="cpu", replica=True)
     assert check.status == "passed", check.note
     assert "2 of 5 layers" in check.materialised
+
+
+def test_large_weights_are_made_on_meta_while_a_model_is_built_and_large_buffers_are_not_lost() -> None:
+    # Llama 4's experts are nn.Parameter(torch.zeros(experts, hidden, 2 * intermediate)): built for every layer
+    # on CPU before the replica cut them. The build now makes them on meta; small tensors and those given a
+    # device stay real.
+    from reportgen.materialise import LARGE, _large_tensors_on_meta, _meta_besides_parameters
+
+    with _large_tensors_on_meta():
+        large, small = torch.zeros(LARGE), torch.ones(LARGE - 1)
+        full, placed = torch.full((2, LARGE), 1.0), torch.empty(LARGE, device="cpu")
+    assert large.is_meta and full.is_meta and not small.is_meta and not placed.is_meta
+    assert not torch.zeros(LARGE).is_meta  # the constructors are restored
+
+    class Masked(torch.nn.Module):  # a causal-mask table as a buffer (GPT-2 once kept one of 1024 x 1024)
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("bias", torch.tril(torch.ones(1024, 1024)))
+
+    with _large_tensors_on_meta():
+        masked = Masked()
+    assert _meta_besides_parameters(masked) and not _meta_besides_parameters(Masked())
+    # A tiny Llama 4 whose experts (4 x 64 x 256 = LARGE values) are made on meta while it is built: after
+    # materialise they are real and filled.
+    config = AutoConfig.for_model("llama4_text", hidden_size=64, intermediate_size=128, intermediate_size_mlp=256,
+                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                  num_local_experts=4, vocab_size=512)
+    model = materialise(config, "cpu", torch.float32, PatternFill("cpu", torch.float32))
+    experts = next(p for name, p in model.named_parameters() if "experts.gate_up_proj" in name)
+    assert experts.device.type == "cpu" and experts.abs().max() > 0  # real and filled, not meta
