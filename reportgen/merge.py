@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import re
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -318,6 +319,18 @@ class PeftCannot(Exception):
     """PEFT refused to adapt or merge this model; the message is PEFT's own reason."""
 
 
+# PEFT's refusal of named modules of a model (LoRA on a Mamba model's out_proj or conv1d), in its words.
+INCOMPATIBLE = re.compile(r"Incompatible modules: \{([^}]*)\}")
+
+
+class PeftRefuses(PeftCannot):
+    """PEFT refuses some of the targeted modules of this model; the others can be checked without them."""
+
+    def __init__(self, modules: list[str], reason: str) -> None:
+        super().__init__(reason)
+        self.modules, self.reason = modules, reason
+
+
 def _run(
     chosen: MergePlan, replica: Replica, targets: Sequence[str], parameters: Sequence[str], device: str,
     dtype: torch.dtype, merge: Merge, trust_remote_code: bool,
@@ -328,7 +341,15 @@ def _run(
     base = _Snapshot(parameter_count(model), module_classes(model), embeddings_tied(model))
     ids = fixed_batch(chosen.vocab_size, device)
     routing = Routing(router_paths(model))  # fixed routing: see reportgen.routing
-    peft_model = _adapt(model, targets, parameters, filler)
+    try:
+        peft_model, refused = _adapt(model, targets, parameters, filler), ""
+    except PeftRefuses as exc:
+        # Built afresh (PEFT may have wrapped some modules before it refused one), the refused ones left out.
+        filler = PatternFill(device, dtype)
+        model = materialise(chosen.config, device, dtype, filler, trust_remote_code, replica.keep)
+        routing = Routing(router_paths(model))
+        peft_model = _adapt(model, targets, parameters, filler, exc.modules)
+        refused = f"; PEFT refuses LoRA on {', '.join(exc.modules)} of this model, so they are left out ({exc.reason})"
     with _calls(peft_model) as called, _peft_forward_fails(peft_model):
         before, adapted = base_and_adapted_logits(peft_model, ids, routing)
     idle = _idle_adapters(peft_model, called)
@@ -376,17 +397,23 @@ def _run(
                "would leave it" if idle else "")
             + (f"; routing fixed to the adapted pass's ({len(routing.paths)} router(s), whose merged outputs agree "
                f"within {routing.relative_diff:.2g} of their scale)" if routing.paths else "")
+            + refused
         ),
     )
     return check, repr(merged)
 
 
-def _adapt(model: PreTrainedModel, targets: Sequence[str], parameters: Sequence[str], filler: PatternFill) -> PeftModel:
-    """The model wrapped by PEFT (in place, no copy of the base weights) with non-zero A and B."""
-    target_modules: str | list[str] = ALL_LINEAR if list(targets) == [ALL_LINEAR] else list(targets)
+def _adapt(model: PreTrainedModel, targets: Sequence[str], parameters: Sequence[str], filler: PatternFill,
+           refused: Sequence[str] = ()) -> PeftModel:
+    """The model wrapped by PEFT (in place, no copy of the base weights) with non-zero A and B.
+
+    ``refused``: module names PEFT refuses for this model, left out (PEFT's exclude_modules).
+    """
+    target_modules: str | list[str] = (ALL_LINEAR if list(targets) == [ALL_LINEAR]
+                                       else [target for target in targets if target not in refused])
     config = LoraConfig(
         r=REFERENCE.rank, lora_alpha=REFERENCE.alpha, target_modules=target_modules, lora_dropout=0.0, bias="none",
-        target_parameters=list(parameters) or None, task_type="CAUSAL_LM",
+        target_parameters=list(parameters) or None, task_type="CAUSAL_LM", exclude_modules=list(refused) or None,
         init_lora_weights=False,  # PEFT's default zeroes B, which would make the check vacuous; filled below
     )
     try:
@@ -394,7 +421,12 @@ def _adapt(model: PreTrainedModel, targets: Sequence[str], parameters: Sequence[
             warnings.simplefilter("ignore")
             peft_model = get_peft_model(model, config)
     except (ValueError, NotImplementedError) as exc:
-        raise PeftCannot(f"PEFT cannot adapt this model so: {type(exc).__name__}: {one_line(str(exc))}") from None
+        reason = f"{type(exc).__name__}: {one_line(str(exc))}"
+        incompatible = INCOMPATIBLE.search(str(exc))
+        names = sorted(re.findall(r"'([^']+)'", incompatible.group(1))) if incompatible and not refused else []
+        if names and (target_modules == ALL_LINEAR or set(target_modules) - set(names)):
+            raise PeftRefuses(names, one_line(str(exc)).split(". Please")[0]) from None
+        raise PeftCannot(f"PEFT cannot adapt this model so: {reason}") from None
     for name, param in peft_model.named_parameters():
         if "lora_" in name:
             filler.fill(param.data, LORA_SCALE)

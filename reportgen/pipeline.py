@@ -145,8 +145,8 @@ def _merge_check(config: Any, reference: Plan, study: Study) -> tuple[MergeCheck
         modules, parameters = reference.modules, reference.parameters
     first, printout = check_merge(config, modules, study.device, budget, study.trust_remote_code,
                                   parameters=parameters)
-    if modules == (ALL_LINEAR,) and "replica" in first.materialised:
-        return first, printout  # all-linear on a replica already
+    if modules == (ALL_LINEAR,):
+        return first, printout  # all-linear already: on the whole model, or on a replica with every kind of layer
     second, _ = check_merge(config, (ALL_LINEAR,), study.device, budget, study.trust_remote_code, replica=True)
     return combined_with_all_linear(first, second), printout
 

@@ -164,3 +164,18 @@ def test_large_weights_are_made_on_meta_while_a_model_is_built_and_large_buffers
     model = materialise(config, "cpu", torch.float32, PatternFill("cpu", torch.float32))
     experts = next(p for name, p in model.named_parameters() if "experts.gate_up_proj" in name)
     assert experts.device.type == "cpu" and experts.abs().max() > 0  # real and filled, not meta
+
+
+def test_modules_peft_refuses_on_a_mamba_model_are_left_out_and_the_rest_is_checked() -> None:
+    # PEFT refuses LoRA on a Mamba model's out_proj and conv1d (tuners_utils._check_lora_target_modules_mamba:
+    # "Incompatible modules: {'conv1d', 'out_proj'}"), so all-linear was not applicable on every Mamba model and
+    # its merge never checked. in_proj and x_proj are PEFT's to adapt: checked without the two it refuses.
+    config = AutoConfig.for_model("mamba2", vocab_size=128, hidden_size=64, state_size=16, num_heads=8, head_dim=16,
+                                  n_groups=1, num_hidden_layers=2, expand=2)
+    check, printout = check_merge(config, ("all-linear",), device="cpu")
+    assert check.status == "passed", check.note
+    assert "PEFT refuses LoRA on conv1d, out_proj of this model, so they are left out" in check.note
+    assert "Incompatible modules: {'conv1d', 'out_proj'}" in check.note  # PEFT's own words
+    # Only out_proj asked for: nothing of PEFT's to adapt is left, so not applicable with PEFT's reason.
+    refused, _ = check_merge(config, ("out_proj",), device="cpu")
+    assert refused.status == "not_applicable" and "is incompatible with Mamba-based models" in refused.note
