@@ -164,7 +164,7 @@ def cache_options(func: Any) -> Any:
 
 
 def _study_matrix(ranks: tuple[int, ...], methods: str | None, matrix_file: Path | None,
-                  scenarios: tuple[Scenario, ...], memory: MemoryAssumptions) -> dict[str, Any]:
+                  scenarios: tuple[Scenario, ...], memory: MemoryAssumptions, quiet: bool = False) -> dict[str, Any]:
     """Study keyword arguments from the matrix file (or the default matrix) and the command-line overrides.
 
     The headline memory rows' rank (--memory-rank) must be a rank of the study.
@@ -181,7 +181,7 @@ def _study_matrix(ranks: tuple[int, ...], methods: str | None, matrix_file: Path
                          "are built in; a study matrix and --scenario must not repeat a name)")
     if memory.scenario not in names:
         _note(f"--memory-scenario {memory.scenario!r} is not a scenario of the study ({', '.join(dict.fromkeys(names))});"
-              " it heads the memory table only of models with a module of that name (a single-module scenario)")
+              " it heads the memory table only of models with a module of that name (a single-module scenario)", quiet)
     ranks = ranks or matrix.ranks
     if memory.rank is not None and memory.rank not in ranks:
         raise UsageError(f"--memory-rank {memory.rank} is not a rank of the study (--ranks {','.join(map(str, ranks))})")
@@ -288,7 +288,7 @@ def report(models_file: Path, out: Path, ranks: tuple[int, ...], scenarios: tupl
             select_device(device)
         study = Study(merge_check=not no_merge_check, device=device, trust_remote_code=trust_remote_code,
                       memory=memory, merge_budget=merge_budget,
-                      **_study_matrix(ranks, methods, matrix_file, scenarios, memory))
+                      **_study_matrix(ranks, methods, matrix_file, scenarios, memory, quiet))
         cache = None if no_cache else ResultCache(cache_dir or default_cache_dir())
         if cache is not None:
             check_cache_dir(cache.root, out)

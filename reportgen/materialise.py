@@ -66,8 +66,8 @@ def materialise(
     keep: Keep | None = None,
 ) -> PreTrainedModel:
     """The model (its stacks cut to ``keep`` when given) with every parameter allocated once on device and filled."""
-    model = _build_on_meta(config, trust_remote_code, large_on_meta=True)
-    if _meta_besides_parameters(model):  # a large buffer (a causal-mask table) went to meta too
+    model = _fast_build(config, trust_remote_code)
+    if model is None:
         model = _build_on_meta(config, trust_remote_code, large_on_meta=False)
     model.tie_weights()  # tie on meta, so a tied head is allocated once, not filled twice
     if keep:  # after tying: a block shared between layers (Zamba) is tied by the layers' names before the cut
@@ -118,6 +118,20 @@ def _build_on_meta(config: PretrainedConfig, trust_remote_code: bool, large_on_m
     return model
 
 
+def _fast_build(config: PretrainedConfig, trust_remote_code: bool) -> PreTrainedModel | None:
+    """The model built with its large tensors made on meta; None where that cannot be trusted: remote code (run
+    as it is), a build that failed that way (it read a large tensor's values), or a buffer or tensor attribute
+    left on meta (a causal-mask table)."""
+    if trust_remote_code:
+        return None
+    try:
+        AutoModelForCausalLM._model_mapping[type(config)]  # its modeling code imported before the patch, not under it
+        model = _build_on_meta(config, trust_remote_code, large_on_meta=True)
+    except Exception:  # noqa: BLE001 - whatever it was, the plain build below says it again if it is real
+        return None
+    return None if _meta_besides_parameters(model) else model
+
+
 def _meta_besides_parameters(model: nn.Module) -> bool:
     """Whether a buffer or a tensor a module keeps as a plain attribute is on meta."""
     return any(buffer.is_meta for buffer in model.buffers()) or any(
@@ -125,7 +139,7 @@ def _meta_besides_parameters(model: nn.Module) -> bool:
         for module in model.modules() for value in vars(module).values())
 
 
-LARGE = 1 << 16  # values: no rotary table or small buffer is this large; a weight usually is
+LARGE = 1 << 16  # values: a weight usually has more, a norm's weight or a small buffer fewer
 CONSTRUCTORS = ("empty", "zeros", "ones", "full")
 
 
@@ -138,7 +152,8 @@ def _large_tensors_on_meta() -> Iterator[None]:
         made = originals[name]
 
         def constructor(*args: Any, **kwargs: Any) -> torch.Tensor:
-            if kwargs.get("device") is None and _values(name, args, kwargs) >= LARGE:
+            if (kwargs.get("device") is None and "out" not in kwargs and not kwargs.get("pin_memory")
+                    and _values(name, args, kwargs) >= LARGE):
                 kwargs["device"] = "meta"
             tensor: torch.Tensor = made(*args, **kwargs)
             return tensor

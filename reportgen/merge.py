@@ -341,15 +341,26 @@ def _run(
     base = _Snapshot(parameter_count(model), module_classes(model), embeddings_tied(model))
     ids = fixed_batch(chosen.vocab_size, device)
     routing = Routing(router_paths(model))  # fixed routing: see reportgen.routing
+    refusal: tuple[list[str], str] | None = None
     try:
         peft_model, refused = _adapt(model, targets, parameters, filler), ""
     except PeftRefuses as exc:
-        # Built afresh (PEFT may have wrapped some modules before it refused one), the refused ones left out.
+        refusal = exc.modules, exc.reason
+    if refusal is not None:
+        # Built afresh (PEFT wraps modules in place before it refuses one), the refused ones left out; the first
+        # model freed before the second is made, so the check stays within its share of the budget.
+        names, reason = refusal
+        left_out = _targeted(model, targets, names)
+        del model
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
         filler = PatternFill(device, dtype)
         model = materialise(chosen.config, device, dtype, filler, trust_remote_code, replica.keep)
         routing = Routing(router_paths(model))
-        peft_model = _adapt(model, targets, parameters, filler, exc.modules)
-        refused = f"; PEFT refuses LoRA on {', '.join(exc.modules)} of this model, so they are left out ({exc.reason})"
+        peft_model = _adapt(model, targets, parameters, filler, names)
+        refused = (f"; PEFT refuses LoRA on {', '.join(left_out)} of this model, so "
+                   f"{'it is' if len(left_out) == 1 else 'they are'} left out ({reason})")
     with _calls(peft_model) as called, _peft_forward_fails(peft_model):
         before, adapted = base_and_adapted_logits(peft_model, ids, routing)
     idle = _idle_adapters(peft_model, called)
@@ -421,12 +432,12 @@ def _adapt(model: PreTrainedModel, targets: Sequence[str], parameters: Sequence[
             warnings.simplefilter("ignore")
             peft_model = get_peft_model(model, config)
     except (ValueError, NotImplementedError) as exc:
-        reason = f"{type(exc).__name__}: {one_line(str(exc))}"
-        incompatible = INCOMPATIBLE.search(str(exc))
-        names = sorted(re.findall(r"'([^']+)'", incompatible.group(1))) if incompatible and not refused else []
+        message = _sets_sorted(one_line(str(exc)))  # PEFT prints a set: its order would change run to run
+        incompatible = INCOMPATIBLE.search(message)
+        names = re.findall(r"'([^']+)'", incompatible.group(1)) if incompatible and not refused else []
         if names and (target_modules == ALL_LINEAR or set(target_modules) - set(names)):
-            raise PeftRefuses(names, one_line(str(exc)).split(". Please")[0]) from None
-        raise PeftCannot(f"PEFT cannot adapt this model so: {reason}") from None
+            raise PeftRefuses(names, message.split(". Please")[0]) from None
+        raise PeftCannot(f"PEFT cannot adapt this model so: {type(exc).__name__}: {message}") from None
     for name, param in peft_model.named_parameters():
         if "lora_" in name:
             filler.fill(param.data, LORA_SCALE)
@@ -458,6 +469,21 @@ def _peft_forward_fails(peft_model: PeftModel) -> Iterator[None]:
 
 def _own_forward_linear(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) and type(module).forward is not nn.Linear.forward
+
+
+def _sets_sorted(text: str) -> str:
+    """Every printed set of quoted names ({'out_proj', 'conv1d'}) with its names sorted, so the words are stable."""
+    def ordered(match: re.Match[str]) -> str:
+        return "{" + ", ".join(sorted(item.strip() for item in match.group(1).split(","))) + "}"
+    return re.sub(r"\{('[^'{}]*'(?:, '[^'{}]*')*)\}", ordered, text)
+
+
+def _targeted(model: nn.Module, targets: Sequence[str], names: Sequence[str]) -> list[str]:
+    """Of the module names PEFT refuses, those the targets reach in this model (all-linear: its nn.Linear leaves)."""
+    if list(targets) == [ALL_LINEAR]:
+        leaves = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+        return [name for name in names if name in leaves] or list(names)
+    return [name for name in names if name in targets] or list(names)
 
 
 def _lora_words(targets: Sequence[str], parameters: Sequence[str]) -> str:

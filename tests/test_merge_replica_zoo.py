@@ -136,16 +136,17 @@ def test_zamba2_hybrid_layer_ids_follow_the_kept_layers() -> None:
     assert "2 of 5 layers" in check.materialised
 
 
-def test_large_weights_are_made_on_meta_while_a_model_is_built_and_large_buffers_are_not_lost() -> None:
+def test_large_weights_are_made_on_meta_while_a_model_is_built_and_large_buffers_are_not_lost(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     # Llama 4's experts are nn.Parameter(torch.zeros(experts, hidden, 2 * intermediate)): built for every layer
     # on CPU before the replica cut them. The build now makes them on meta; small tensors and those given a
     # device stay real.
-    from reportgen.materialise import LARGE, _large_tensors_on_meta, _meta_besides_parameters
+    from reportgen.materialise import LARGE, _build_on_meta, _large_tensors_on_meta, _meta_besides_parameters
 
     with _large_tensors_on_meta():
-        large, small = torch.zeros(LARGE), torch.ones(LARGE - 1)
-        full, placed = torch.full((2, LARGE), 1.0), torch.empty(LARGE, device="cpu")
-    assert large.is_meta and full.is_meta and not small.is_meta and not placed.is_meta
+        large, small, sized = torch.zeros(LARGE), torch.ones(LARGE - 1), torch.empty(size=(2, LARGE // 2))
+        full, placed = torch.full((2, LARGE), 1.0), torch.empty(2, LARGE // 2, device="cpu")
+    assert large.is_meta and sized.is_meta and full.is_meta and not small.is_meta and not placed.is_meta
     assert not torch.zeros(LARGE).is_meta  # the constructors are restored
 
     class Masked(torch.nn.Module):  # a causal-mask table as a buffer (GPT-2 once kept one of 1024 x 1024)
@@ -156,11 +157,23 @@ def test_large_weights_are_made_on_meta_while_a_model_is_built_and_large_buffers
     with _large_tensors_on_meta():
         masked = Masked()
     assert _meta_besides_parameters(masked) and not _meta_besides_parameters(Masked())
-    # A tiny Llama 4 whose experts (4 x 64 x 256 = LARGE values) are made on meta while it is built: after
-    # materialise they are real and filled.
+
+    # A tiny Llama 4 whose experts (4 x 64 x 256 = LARGE values) are zeroed by their own __init__: the
+    # constructor is asked for them on meta (seen by a spy beneath the patch), and materialise fills them.
+    asked: list[object] = []
+    zeros = torch.zeros
+
+    def spy(*args: object, **kwargs: object) -> torch.Tensor:
+        asked.append((args, kwargs.get("device")))
+        return zeros(*args, **kwargs)  # type: ignore[arg-type]
+
     config = AutoConfig.for_model("llama4_text", hidden_size=64, intermediate_size=128, intermediate_size_mlp=256,
                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
                                   num_local_experts=4, vocab_size=512)
+    monkeypatch.setattr(torch, "zeros", spy)
+    _build_on_meta(config, False, large_on_meta=True)
+    monkeypatch.undo()
+    assert ((4, 64, 256), "meta") in asked  # each layer's gate_up_proj, never allocated
     model = materialise(config, "cpu", torch.float32, PatternFill("cpu", torch.float32))
     experts = next(p for name, p in model.named_parameters() if "experts.gate_up_proj" in name)
     assert experts.device.type == "cpu" and experts.abs().max() > 0  # real and filled, not meta
@@ -174,8 +187,9 @@ def test_modules_peft_refuses_on_a_mamba_model_are_left_out_and_the_rest_is_chec
                                   n_groups=1, num_hidden_layers=2, expand=2)
     check, printout = check_merge(config, ("all-linear",), device="cpu")
     assert check.status == "passed", check.note
-    assert "PEFT refuses LoRA on conv1d, out_proj of this model, so they are left out" in check.note
-    assert "Incompatible modules: {'conv1d', 'out_proj'}" in check.note  # PEFT's own words
+    # all-linear reaches out_proj (an nn.Linear), never conv1d (an nn.Conv1d): only out_proj is named as left out.
+    assert "PEFT refuses LoRA on out_proj of this model, so it is left out" in check.note
+    assert "Incompatible modules: {'conv1d', 'out_proj'}" in check.note  # PEFT's words, its set in sorted order
     # Only out_proj asked for: nothing of PEFT's to adapt is left, so not applicable with PEFT's reason.
     refused, _ = check_merge(config, ("out_proj",), device="cpu")
     assert refused.status == "not_applicable" and "is incompatible with Mamba-based models" in refused.note
