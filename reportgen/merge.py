@@ -432,7 +432,7 @@ def _adapt(model: PreTrainedModel, targets: Sequence[str], parameters: Sequence[
             warnings.simplefilter("ignore")
             peft_model = get_peft_model(model, config)
     except (ValueError, NotImplementedError) as exc:
-        message = _sets_sorted(one_line(str(exc)))  # PEFT prints a set: its order would change run to run
+        message = one_line(str(exc))  # PEFT's printed set of names sorted there: the same words every run
         incompatible = INCOMPATIBLE.search(message)
         names = re.findall(r"'([^']+)'", incompatible.group(1)) if incompatible and not refused else []
         if names and (target_modules == ALL_LINEAR or set(target_modules) - set(names)):
@@ -469,13 +469,6 @@ def _peft_forward_fails(peft_model: PeftModel) -> Iterator[None]:
 
 def _own_forward_linear(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) and type(module).forward is not nn.Linear.forward
-
-
-def _sets_sorted(text: str) -> str:
-    """Every printed set of quoted names ({'out_proj', 'conv1d'}) with its names sorted, so the words are stable."""
-    def ordered(match: re.Match[str]) -> str:
-        return "{" + ", ".join(sorted(item.strip() for item in match.group(1).split(","))) + "}"
-    return re.sub(r"\{('[^'{}]*'(?:, '[^'{}]*')*)\}", ordered, text)
 
 
 def _targeted(model: nn.Module, targets: Sequence[str], names: Sequence[str]) -> list[str]:

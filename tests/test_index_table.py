@@ -172,3 +172,16 @@ def test_a_long_failure_list_is_folded_under_its_count(tmp_path: Path) -> None:
     write_index(few, tmp_path / "few")
     section = (tmp_path / "few" / "index.html").read_text(encoding="utf-8").split('<section id="failures">')[1]
     assert "<details>" not in section.split("</section>")[0]
+
+
+def test_an_index_whose_models_have_no_all_linear_count_is_written_without_the_charts(tmp_path: Path) -> None:
+    # Mamba-2: q/k/v/o match nothing and PEFT refuses all-linear (out_proj); only its single-module in_proj
+    # counts, which the charts do not plot, so the log-log charts had no point, matplotlib's log axis raised
+    # "Data cannot be log-scaled" and the whole run crashed after writing every model.
+    result = gold_result()
+    refused = [dataclasses.replace(report, cells=tuple(
+        dataclasses.replace(cell, formula_trainable=None, peft_trainable=None, status="not_applicable")
+        for cell in report.cells)) for report in result.reports]
+    written = write_index(dataclasses.replace(result, reports=tuple(refused)), tmp_path)
+    assert "index.html" in written and not any(name.endswith(".svg") for name in written)
+    assert '<section id="chart">' not in (tmp_path / "index.html").read_text(encoding="utf-8")

@@ -244,7 +244,10 @@ def draw_points(points: PointChart) -> ChartRef:
 
 
 def index_charts(result: RunResult, highlight: tuple[str, ...] = ()) -> tuple[ChartRef, ...]:
-    """The index's cross-model charts (none when no model succeeded)."""
+    """The index's cross-model charts: none when no model has a point to show (no model succeeded, or every
+    all-linear cell is not applicable, as on Mamba models, where PEFT refuses out_proj)."""
     if not result.reports:
         return ()
-    return (draw_points(cross_model_chart(result, highlight)), draw_points(percent_chart(result, highlight)))
+    charts = (cross_model_chart(result, highlight), percent_chart(result, highlight))
+    return tuple(draw_points(points) for points in charts
+                 if any(value > 0 for series in points.chart.series for value in series.values))
