@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import markdown
+import pytest
 
 from reportgen.data import MISMATCH, ModelFailure, ModelReport, RunResult
 from reportgen.render import scatter
@@ -185,3 +186,20 @@ def test_an_index_whose_models_have_no_all_linear_count_is_written_without_the_c
     written = write_index(dataclasses.replace(result, reports=tuple(refused)), tmp_path)
     assert "index.html" in written and not any(name.endswith(".svg") for name in written)
     assert '<section id="chart">' not in (tmp_path / "index.html").read_text(encoding="utf-8")
+
+
+def test_a_chart_that_cannot_be_drawn_is_a_note_in_the_index_and_the_rest_is_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn = scatter.draw_points
+
+    def fails_on_the_percent_chart(points: scatter.PointChart) -> object:
+        if points.chart.filename == "cross_model_percent.svg":
+            raise ValueError("Data cannot be log-scaled because all values are <= 0.")
+        return drawn(points)
+
+    monkeypatch.setattr(scatter, "draw_points", fails_on_the_percent_chart)
+    written = write_index(gold_result(), tmp_path)
+    assert "cross_model.svg" in written and "cross_model_percent.svg" not in written
+    html = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert ("the chart cross_model_percent.svg could not be drawn: ValueError: Data cannot be log-scaled because "
+            "all values are &lt;= 0.") in html

@@ -311,11 +311,13 @@ def report_charts(report: ModelReport) -> tuple[ChartRef, ...]:
     return tuple(draw(chart) for chart in charts if chart.series and chart.categories)
 
 
-def index_charts(result: RunResult, highlight: tuple[str, ...] = ()) -> tuple[ChartRef, ...]:
-    """The index's cross-model charts (reportgen.render.scatter draws them)."""
+def index_charts(result: RunResult, highlight: tuple[str, ...] = (),
+                 notes: list[str] | None = None) -> tuple[ChartRef, ...]:
+    """The index's cross-model charts (reportgen.render.scatter draws them); with ``notes``, a chart that cannot
+    be drawn is said there and left out."""
     from .scatter import index_charts as scatter_charts  # scatter builds on this module's drawing helpers
 
-    return scatter_charts(result, highlight)
+    return scatter_charts(result, highlight, notes)
 
 
 XML_PROLOGUE = re.compile(r"^<\?xml[^>]*\?>\s*(<!DOCTYPE[^>]*>\s*)?")

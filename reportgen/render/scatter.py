@@ -23,6 +23,7 @@ from matplotlib.ticker import FuncFormatter
 from matplotlib.transforms import Bbox
 
 from ..data import Cell, ModelReport, RunResult
+from ..errors import one_line
 from ..formatting import human_count, pct
 from .charts import FIT_PAD_POINTS, MARKERS, OKABE_ITO, RC, ChartData, Series, _figure, _labels, _log_axis, _svg
 from .index_table import is_local_id, short_names
@@ -243,11 +244,24 @@ def draw_points(points: PointChart) -> ChartRef:
                     labelled=tuple(model_id for model_id, _ in drawn.labels))
 
 
-def index_charts(result: RunResult, highlight: tuple[str, ...] = ()) -> tuple[ChartRef, ...]:
+def index_charts(result: RunResult, highlight: tuple[str, ...] = (),
+                 notes: list[str] | None = None) -> tuple[ChartRef, ...]:
     """The index's cross-model charts: none when no model has a point to show (no model succeeded, or every
     all-linear cell is not applicable, as on Mamba models, where PEFT refuses out_proj)."""
     if not result.reports:
         return ()
     charts = (cross_model_chart(result, highlight), percent_chart(result, highlight))
-    return tuple(draw_points(points) for points in charts
-                 if any(value > 0 for series in points.chart.series for value in series.values))
+    return tuple(drawn for points in charts
+                 if any(value > 0 for series in points.chart.series for value in series.values)
+                 and (drawn := _drawn_or_said(points, notes)) is not None)
+
+
+def _drawn_or_said(points: PointChart, notes: list[str] | None) -> ChartRef | None:
+    """The chart drawn; one that cannot be drawn is a line in ``notes`` (the index's), never the run's end."""
+    try:
+        return draw_points(points)
+    except (ValueError, RuntimeError, OverflowError) as exc:
+        if notes is None:
+            raise
+        notes.append(f"the chart {points.chart.filename} could not be drawn: {type(exc).__name__}: {one_line(str(exc))}")
+        return None

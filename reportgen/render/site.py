@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,7 +53,9 @@ def write_index(result: RunResult, out: Path, files: Sequence[str] = (), highlig
 
     index.json's manifest lists files and these. highlight: model ids the cross-model charts mark and label.
     """
-    charts = index_charts(result, highlight)
+    notes: list[str] = []  # a chart that cannot be drawn: a line in the index, the rest still written
+    charts = index_charts(result, highlight, notes)
+    result = dataclasses.replace(result, notes=result.notes + tuple(notes)) if notes else result
     pages = [chart.filename for chart in charts] + ["index.json", "index.md", "summary.md", "index.html"]
     journal(out, "", pages)
     for chart in charts:
