@@ -82,7 +82,7 @@ def test_library_warnings_reach_the_report_not_the_terminal(tmp_path: Path, flag
     assert report_warnings(tmp_path / "out", configs["llama"]) == []
     page = (tmp_path / "out" / json.loads((tmp_path / "out" / "index.json").read_text())["models"][
         list(configs).index("bert-generation")]["slug"] / "report.md").read_text()
-    assert "## Library warnings" in page and "is_decoder=True" in page
+    assert "## Warnings" in page and "is_decoder=True" in page
 
 
 def test_each_report_keeps_its_own_warnings_whatever_ran_before(tmp_path: Path) -> None:
