@@ -19,7 +19,7 @@ def main() -> int:
     measurements = tuple(compare(case) for case in CASES)
     published = load_runs()
     checks = check_runs(published)
-    versions = ", ".join(f"{name} {version(name)}" for name in ("torch", "transformers", "peft"))
+    versions = ", ".join(f"{name} {version(name)}" for name in ("torch", "transformers", "peft", "bitsandbytes"))
     (ROOT / "benchmarks" / "MEMORY.md").write_text(memory_markdown(measurements, published, checks, versions),
                                                   encoding="utf-8")
     summary = summarise(measurements, checks, published.band_percent)

@@ -86,7 +86,8 @@ def study_options(func: Any) -> Any:
 
 MEMORY_DEFAULTS = MemoryAssumptions()
 MEMORY_OPTIONS = ("seq_len", "batch_size", "grad_checkpointing", "optimizer", "base_dtype", "attention",
-                  "adapter_dtype", "full_precision", "lora_dropout", "gpu_sizes_gib", "headroom_gib", "scenario", "rank")
+                  "adapter_dtype", "full_precision", "lora_dropout", "double_quant", "bnb_keeps_inputs",
+                  "gpu_sizes_gib", "headroom_gib", "scenario", "rank")
 
 
 def _gpu_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -123,6 +124,12 @@ def memory_options(func: Any) -> Any:
                      show_default=True,
                      help="LoRA dropout of the trained adapters (memory only: a dropped copy of each adapted "
                           "module's input and its mask are kept)."),
+        click.option("--double-quant/--no-double-quant", default=d.double_quant, show_default=True,
+                     help="qlora: double quantisation of the NF4 absmax constants (the QLoRA paper's; transformers' "
+                          "BitsAndBytesConfig and litgpt's bnb.nf4 leave it off: one fp32 absmax per 64 weights)."),
+        click.option("--bnb-keeps-inputs", is_flag=True, default=d.bnb_keeps_inputs,
+                     help="qlora under bitsandbytes before 0.43.2, which kept every 4-bit Linear's input for the "
+                          "backward (0.43.2 and later keep none)."),
         click.option("--memory-scenario", "scenario", default=d.scenario, show_default=True, metavar="NAME",
                      help="The scenario of the headline memory rows (the table and the chart)."),
         click.option("--memory-rank", "rank", type=click.IntRange(min=1), default=None, metavar="R",

@@ -246,7 +246,7 @@ def adapter_row(method: str, cell: Cell, chosen: tuple[ModuleRow, ...], info: Mo
     adapters = trainable * per_param
     optimizer = optimizer_state_bytes(trainable, a, state_bytes(a, per_param), master_weights=False)
     training = Training(full=False, element=element, adapter=per_param, chosen=chosen, rank=cell.rank,
-                        quantised=method == "qlora", dropout=a.lora_dropout > 0)
+                        quantised=method == "qlora" and a.bnb_keeps_inputs, dropout=a.lora_dropout > 0)
     return _row(method, cell.scenario, cell.rank, trainable, frozen_weight_bytes(method, info, rows, a), adapters,
                 adapters, (optimizer, paged_bytes(optimizer, 0, a)), activations(shape, a, training), a, headline)
 

@@ -35,7 +35,7 @@ class Training:
     adapter: int  # bytes per value of the adapter weights (PEFT casts each adapter's input to it)
     chosen: tuple[ModuleRow, ...] = ()  # the adapted rows
     rank: int = 0
-    quantised: bool = False  # QLoRA: bitsandbytes' 4-bit matmul keeps every quantised Linear's input
+    quantised: bool = False  # QLoRA under bitsandbytes before 0.43.2: every 4-bit Linear keeps its input
     dropout: bool = False  # lora_dropout > 0: each adapted module keeps its dropped input and the mask
     mask: int = MASK  # bytes per dropout-mask value: a bool on CUDA (fused native_dropout)
 
@@ -87,8 +87,9 @@ def _own_copy(training: Training) -> int:
 def linear_inputs_per_token(shape: MemoryShape, a: MemoryAssumptions, training: Training) -> int:
     """The inputs the Linear layers of all blocks keep, per token (summed over layers).
 
-    A trainable (or 4-bit) Linear keeps its input for its weight's gradient, shared by every module that
-    reads the same tensor; a frozen one keeps nothing. PEFT casts an adapter's input to the adapter's dtype,
+    A trainable Linear keeps its input for its weight's gradient, shared by every module that reads the same
+    tensor; a frozen one keeps nothing, and so does a 4-bit one (bitsandbytes keeps only the packed weight),
+    except under bitsandbytes before 0.43.2, which kept every 4-bit Linear's input. PEFT casts an adapter's input to the adapter's dtype,
     so with fp32 adapters on a 16-bit model each adapted module keeps its own fp32 copy; with lora_dropout each
     keeps its own dropped copy and the dropout's mask; LoRA's x A is kept for B's gradient.
     """

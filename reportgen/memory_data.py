@@ -33,6 +33,9 @@ HF_EAGER = ("transformers 5.23 eager_attention_forward: softmax(q k^T, dtype=flo
 HF_CHECKPOINTING = ("transformers 5.23 gradient_checkpointing_enable: torch.utils.checkpoint, "
                     "use_reentrant=False, per decoder layer")
 TORCH_ADAMW = "torch.optim.AdamW: exp_avg and exp_avg_sq allocated like the parameter (its dtype)"
+BNB_INPUTS = ("bitsandbytes 0.50 autograd/_functions.py MatMul4Bit.forward: ctx.tensors = (None, B), the packed "
+              "weight only; before 0.43.2 ctx.tensors = (A, B), removed by bitsandbytes PR #1270 ('delete useless "
+              "buffered activation', July 2024); measured on CPU with bitsandbytes 0.50.2 (make validate-memory)")
 BNB_PAGED = ("bitsandbytes paged optimizers: states in CUDA unified memory (cudaMallocManaged), outside "
              "PyTorch's allocator, paged to CPU memory under pressure")
 BF16_TRUE = ("litgpt precision bf16-true and torchtune: weights, gradients and AdamW states in bf16, "
@@ -65,6 +68,7 @@ class MemoryAssumptions:
     optimizer: str = "adamw"  # adamw (fp32 m and v) or adamw-8bit (block-wise 8-bit m and v)
     base_dtype: str = "bf16"  # frozen base weights of `full` and `lora`: fp32, bf16, fp16 or int8
     double_quant: bool = True  # QLoRA's double quantisation of the NF4 absmax constants
+    bnb_keeps_inputs: bool = False  # bitsandbytes before 0.43.2: each 4-bit Linear kept its input for the backward
     nf4_block_size: int = 64  # QLoRA: one absmax per 64 weights
     double_quant_block_size: int = 256  # QLoRA: one fp32 constant per 256 8-bit absmax values
     adam_8bit_block_size: int = 2048  # 8-bit Adam: one fp32 absmax per 2048 state values

@@ -2,7 +2,8 @@
 
 A real small model (a bundled config with fewer layers and a smaller vocabulary, random bf16 weights) runs one forward pass with
 labels under ``torch.autograd.graph.saved_tensors_hooks``; every distinct storage handed to the hooks that
-is not a weight or buffer is summed. With gradient checkpointing the checkpoint keeps each layer's inputs
+is not a weight or buffer is summed. QLoRA runs the same model quantised by bitsandbytes on CPU (its 4-bit
+matmul keeps its tensors on its context, not through the hooks, so the graph is walked for them too). With gradient checkpointing the checkpoint keeps each layer's inputs
 (recorded where transformers hands them to the checkpoint function) and recomputes one layer at a time: that
 layer's forward is measured separately under the same hooks and added. The estimate's matching terms
 (reportgen.memory_activations) are computed for the same model and settings.
@@ -25,6 +26,7 @@ from .data import MemoryAssumptions, Scenario
 from .memory import adapter_bytes, memory_shape
 from .memory_activations import ActivationTerms, Training, activation_terms
 from .methods import plan_cell
+from .quiet import captured
 from .resolve import ModelSpec, resolve
 from .variants import ALL_LINEAR, DEFAULT_VARIANTS
 
@@ -39,7 +41,7 @@ DTYPE = torch.bfloat16
 class Case:
     """One measured setting: what trains, attention, sequence length, checkpointing."""
 
-    method: str  # full or lora (all-linear, PEFT's defaults: fp32 adapters)
+    method: str  # full, lora or qlora (all-linear, PEFT's defaults: fp32 adapters; qlora: bitsandbytes NF4)
     attention: str
     seq_len: int
     grad_checkpointing: bool
@@ -89,6 +91,10 @@ CASES = tuple(
     Case("lora", "sdpa", 128, False, "base"),
     Case("lora", "sdpa", 128, False, "fp32", 0.05),
     Case("lora", "sdpa", 128, False, "base", 0.05),
+) + (  # QLoRA through transformers' BitsAndBytesConfig, PEFT's defaults, and litgpt's LoRA settings
+    Case("qlora", "sdpa", 128, False),
+    Case("qlora", "sdpa", 128, True),
+    Case("qlora", "sdpa", 128, False, "base", 0.05),
 )
 
 
@@ -136,25 +142,64 @@ def shrunk_model(case: Case) -> Any:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    model: Any = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
-        measured_config(), dtype=DTYPE, attn_implementation=case.attention)
-    if case.method == "lora":
-        from peft import LoraConfig, get_peft_model
+    # captured(): the libraries' notes, progress bars and deprecation warnings stay off the terminal.
+    with captured():
+        model: Any = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+            measured_config(), dtype=DTYPE, attn_implementation=case.attention)
+        if case.method == "qlora":
+            model = _quantised(model, case)
+        if case.method in ("lora", "qlora"):
+            from peft import LoraConfig, get_peft_model
 
-        config = LoraConfig(r=RANK, target_modules="all-linear", lora_dropout=case.lora_dropout)
-        model = get_peft_model(model, config, autocast_adapter_dtype=case.adapter_dtype == "fp32")
-    if case.grad_checkpointing:
-        model.gradient_checkpointing_enable()  # transformers' default: non-reentrant torch.utils.checkpoint
+            config = LoraConfig(r=RANK, target_modules="all-linear", lora_dropout=case.lora_dropout)
+            model = get_peft_model(model, config, autocast_adapter_dtype=case.adapter_dtype == "fp32")
+        if case.grad_checkpointing:
+            model.gradient_checkpointing_enable()  # transformers' default: non-reentrant torch.utils.checkpoint
     model.train()
     return model
+
+
+def _quantised(model: Any, case: Case) -> Any:
+    """The same model loaded in 4 bits as a QLoRA user loads it: from_pretrained with a BitsAndBytesConfig
+    (NF4, double quantisation, bf16 compute), here on CPU (bitsandbytes' CPU backend)."""
+    import tempfile
+
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    quantisation = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=DTYPE)
+    with tempfile.TemporaryDirectory(prefix="reportgen-qlora-") as folder:
+        model.save_pretrained(folder)
+        return AutoModelForCausalLM.from_pretrained(folder, quantization_config=quantisation, dtype=DTYPE,
+                                                    device_map="cpu", attn_implementation=case.attention)
+
+
+def held_on_contexts(output: torch.Tensor, model: nn.Module) -> int:
+    """Bytes of the tensors that custom autograd functions keep on their context (bitsandbytes' 4-bit matmul:
+    ``ctx.tensors``) rather than through save_for_backward, weights excluded: the hooks never see them."""
+    excluded = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+    sizes: dict[int, int] = {}
+    seen: set[int] = set()
+    stack = [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        for tensor in getattr(node, "tensors", None) or ():
+            if isinstance(tensor, torch.Tensor) and tensor.untyped_storage().data_ptr() not in excluded:
+                sizes.setdefault(tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes())
+        stack.extend(function for function, _ in node.next_functions)
+    return sum(sizes.values())
 
 
 def _decoder_layers(model: nn.Module) -> list[Any]:
     return [module for module in model.modules() if getattr(module, "gradient_checkpointing", False)]
 
 
-def measure(case: Case) -> tuple[int, int, int]:
-    """Measured bytes: kept outside the layers, the layers' inputs (checkpointing), the layers or one layer."""
+def measure(case: Case) -> tuple[int, int, int, int]:
+    """Measured bytes: kept outside the layers, the layers' inputs (checkpointing), the layers or one layer, and
+    what custom autograd functions hold on their contexts."""
     model = shrunk_model(case)
     ids = torch.randint(0, 1000, (1, case.seq_len), generator=torch.Generator().manual_seed(0))
     outside = SavedStorages(model)
@@ -163,17 +208,18 @@ def measure(case: Case) -> tuple[int, int, int]:
     for layer in _decoder_layers(model):
         layer._gradient_checkpointing_func = functools.partial(_recording, layer._gradient_checkpointing_func,
                                                                inputs, calls)
-    with outside.hooked():
-        model(input_ids=ids, labels=ids)
+    with outside.hooked(), captured():  # transformers' note that checkpointing turns the cache off
+        loss = model(input_ids=ids, labels=ids).loss
+    held = held_on_contexts(loss, model)
     if not case.grad_checkpointing:
-        return 0, 0, outside.total
+        return 0, 0, outside.total, held
     function, args = calls[0]  # the first layer's recomputation, under the same hooks
     one_layer = SavedStorages(model)
     with one_layer.hooked():
         function(*args)
     # The checkpoint hands the layers' inputs to the outer hooks too: each storage is counted once, as an input.
     outside_only = sum(size for pointer, size in outside.sizes.items() if pointer not in inputs.sizes)
-    return outside_only, inputs.total, one_layer.total
+    return outside_only, inputs.total, one_layer.total, held
 
 
 def _recording(checkpoint: Callable[..., Any], inputs: SavedStorages,
@@ -202,16 +248,17 @@ def estimated(case: Case) -> ActivationTerms:
         return activation_terms(shape, a, Training(full=True, element=2, adapter=2))
     plan = plan_cell(Scenario("all_linear", (ALL_LINEAR,), ""), RANK, DEFAULT_VARIANTS[0], analysis.rows,
                      analysis.info.model_type)
-    element, adapter = adapter_bytes("lora", a)
+    element, adapter = adapter_bytes(case.method, a)
     # On CPU torch's dropout is not fused: it keeps its mask in the input's dtype, not as a bool
     # (ATen Dropout.cpp, is_fused_kernel_acceptable: CUDA and XPU only).
     return activation_terms(shape, a, Training(full=False, element=element, adapter=adapter, chosen=plan.rows,
-                                               rank=RANK, dropout=case.lora_dropout > 0, mask=adapter))
+                                               rank=RANK, dropout=case.lora_dropout > 0, mask=adapter,
+                                               quantised=case.method == "qlora" and a.bnb_keeps_inputs))
 
 
 def compare(case: Case) -> Measurement:
     """One case measured and estimated, part by part."""
-    outside, inputs, layers = measure(case)
+    outside, inputs, layers, held = measure(case)
     terms = estimated(case)
     parts: tuple[tuple[str, int, int], ...]
     if case.grad_checkpointing:
@@ -220,4 +267,6 @@ def compare(case: Case) -> Measurement:
                  ("one layer recomputed", layers, terms.layer))
     else:
         parts = (("every saved tensor", layers, terms.saved),)
+    if case.method == "qlora":  # the estimate counts no 4-bit Linear's input (today's bitsandbytes keeps none)
+        parts += (("held on bitsandbytes' contexts", held, 0),)
     return Measurement(case, parts)

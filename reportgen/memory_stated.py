@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .memory_data import (
-    ADAM_8BIT_2022, BF16_TRUE, BNB_PAGED, HF_CHECKPOINTING, HF_EAGER, HF_LOSS, HF_SDPA, KORTHIKANTI_2022,
+    ADAM_8BIT_2022, BF16_TRUE, BNB_INPUTS, BNB_PAGED, HF_CHECKPOINTING, HF_EAGER, HF_LOSS, HF_SDPA, KORTHIKANTI_2022,
     LLM_INT8_2022, PEFT_CAST, PEFT_SOURCE, QLORA_2023, TORCH_ADAMW, ZERO_2020, Assumption,
 )
 
@@ -42,7 +42,8 @@ def _activations(a: MemoryAssumptions) -> Assumption:
         "activations", "every tensor autograd keeps, op by op",
         "per layer: each RMSNorm's fp32 input and 1/rms (LayerNorm: input, mean, rstd); " + attention + "; the "
         "MLP's inner activations (gated: gate, act(gate), up; experts: the top-k experts per token and the "
-        "router logits); a trainable or 4-bit Linear's input (once per tensor read); with fp32 adapters on a "
+        "router logits); a trainable Linear's input (once per tensor read; a 4-bit Linear's only with "
+        "--bnb-keeps-inputs); with fp32 adapters on a "
         "16-bit model each adapted module's own fp32 copy of its input, and LoRA's x A; dropout masks only "
         "where the config has dropout. Once for all layers: the rotary cos and sin (2*s*b*head_dim), with "
         "checkpointing eager's causal mask (b*s*s). Then the final norm and the loss's fp32 log-probabilities "
@@ -68,7 +69,12 @@ def stated_assumptions(a: MemoryAssumptions) -> tuple[Assumption, ...]:
                    "qlora stores every Linear/Conv1D/expert weight of the blocks in 4 bits with one absmax "
                    f"per {a.nf4_block_size} weights (fp32, or 8-bit plus one fp32 constant per "
                    f"{a.double_quant_block_size} absmax with double quantisation); embeddings, output head, "
-                   "norms and biases stay 16-bit; compute in bf16", QLORA_2023),
+                   "norms and biases stay 16-bit; compute in bf16", f"--double-quant; {QLORA_2023}"),
+        Assumption("qlora_inputs", "kept (bitsandbytes before 0.43.2)" if a.bnb_keeps_inputs else "not kept",
+                   "a 4-bit Linear's weight never trains, so bitsandbytes 0.43.2 and later keep only the packed "
+                   "weight for the backward, and QLoRA's activations are LoRA's; bitsandbytes before 0.43.2 "
+                   "(--bnb-keeps-inputs) also kept each 4-bit Linear's input, once per tensor read",
+                   f"--bnb-keeps-inputs; {BNB_INPUTS}"),
         Assumption("adapter_dtype", a.adapter_dtype,
                    "fp32: LoRA A and B and their gradients are fp32 (PEFT upcasts 16-bit adapters by default) "
                    "and PEFT casts each adapted module's input to fp32; base: adapters in the base weights' "

@@ -197,7 +197,12 @@ def _cpu_section(measurements: tuple[Measurement, ...]) -> list[str]:
         "checkpoint keeps each layer's inputs (recorded where transformers hands them to it) and recomputes one "
         "layer at a time: that layer's forward is measured on its own under the same hooks. The estimate is "
         "reportgen's activation term without the loss's transient buffers (which are not saved tensors); on CPU "
-        "torch's unfused dropout keeps its mask in the input's dtype, so the estimate of those cases does too.",
+        "torch's unfused dropout keeps its mask in the input's dtype, so the estimate of those cases does too. "
+        "QLoRA is the same model loaded in 4 bits as its users load it (transformers' BitsAndBytesConfig: NF4, "
+        "double quantisation, bf16 compute) on bitsandbytes' CPU backend, with the same adapters; its 4-bit "
+        "matmul keeps its tensors on its autograd context, where the hooks cannot see them, so the graph is "
+        "walked for those too (weights excluded): today's bitsandbytes keeps no input there, and the estimate "
+        "counts none.",
         "", f"Band: {CPU_BAND_PERCENT:g}%.", "",
         "| case | part | measured (bytes) | estimate (bytes) | estimate / measured |",
         "|:---|:---|---:|---:|---:|",

@@ -180,6 +180,18 @@ def test_activations_with_checkpointing_by_hand(llama: ModelReport) -> None:
     assert headline(llama, "lora").loss_buffer_bytes == 8 * 2048 * V
 
 
+def test_qlora_keeps_what_lora_keeps_unless_bitsandbytes_predates_0_43_2(llama: ModelReport) -> None:
+    # bitsandbytes 0.43.2 and later keep no 4-bit Linear's input (measured on CPU with bitsandbytes 0.50.2 in
+    # tests/test_memory_measure.py): QLoRA's activations are LoRA's.
+    assert headline(llama, "qlora").activation_bytes == activations_by_hand(full=False)
+    # Before 0.43.2 MatMul4Bit kept its input on its context: in the recomputed layer, the 16-bit input of
+    # q/k/v (4096 wide), of gate/up (4096) and of down (14336), each tensor once; o_proj's is SDPA's output, kept
+    # already. Every adapted module keeps its own fp32 copy beside it (PEFT's cast), so nothing is shared.
+    old = rows_with(llama, MemoryAssumptions(bnb_keeps_inputs=True))
+    assert old["qlora"].activation_bytes == activations_by_hand(full=False) + 2048 * 2 * (H + H + I)
+    assert old["lora"].activation_bytes == activations_by_hand(full=False)  # LoRA has no 4-bit Linear
+
+
 def test_lora_total_by_hand(llama: ModelReport) -> None:
     trainable = 41_943_040
     # bf16 frozen weights; fp32 adapter weights, gradients (4 bytes each) and AdamW m and v (8); activations.
@@ -303,6 +315,24 @@ def test_report_json_memory_through_the_cli(tmp_path: Path, run_cli: Cli) -> Non
     assert (stated["seq_len"], stated["batch_size"], stated["grad_checkpointing"]) == ("512", "2", "off")
     assert (stated["optimizer"], stated["base_dtype"]) == ("adamw-8bit", "fp32")
     assert all(item["source"] for item in report["memory_assumptions"])
+    assert (stated["qlora_weights"], stated["qlora_inputs"]) == ("NF4, block 64, double quantisation on", "not kept")
+
+
+def test_qlora_options_through_the_cli(tmp_path: Path, run_cli: Cli) -> None:
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    plain = run_cli.report(tmp_path / "a", [SMOLLM2], "--no-merge-check", "--ranks", "8")
+    old = run_cli.report(tmp_path / "b", [SMOLLM2], "--no-merge-check", "--ranks", "8", "--no-double-quant",
+                         "--bnb-keeps-inputs")
+    assert plain.exit_code == old.exit_code == 0, (plain.output, old.output)
+    rows = [{row["method"]: row for row in run_cli.report_json(folder / "out", SMOLLM2)["memory"] if row["headline"]}
+            for folder in (tmp_path / "a", tmp_path / "b")]
+    stated = {item["name"]: item["value"] for item in run_cli.report_json(tmp_path / "b" / "out", SMOLLM2)[
+        "memory_assumptions"]}
+    assert stated["qlora_weights"] == "NF4, block 64, double quantisation off"
+    assert stated["qlora_inputs"] == "kept (bitsandbytes before 0.43.2)"
+    assert rows[1]["lora"] == rows[0]["lora"]  # neither option touches LoRA
+    assert rows[1]["qlora"]["activation_bytes"] > rows[0]["qlora"]["activation_bytes"]
+    assert rows[1]["qlora"]["weight_bytes"] > rows[0]["qlora"]["weight_bytes"]  # fp32 absmax: 0.5 bits a weight
 
 
 def test_an_unknown_optimizer_is_a_usage_error(run_cli: Cli) -> None:

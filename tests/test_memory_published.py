@@ -65,6 +65,8 @@ def test_settings_go_through_reportgens_own_options() -> None:
     assert (assumptions.seq_len, assumptions.batch_size, assumptions.grad_checkpointing) == (512, 2, False)
     assert (assumptions.attention, assumptions.adapter_dtype, assumptions.optimizer) == ("sdpa", "base", "paged-adamw")
     assert ranks == (32,) and scenarios[0].targets == ("q_proj", "v_proj")
+    # litgpt's bnb.nf4 (Lightning's BitsandbytesPrecision "nf4": compress_statistics=False) under bitsandbytes 0.42.
+    assert (assumptions.double_quant, assumptions.bnb_keeps_inputs) == (False, True)
 
 
 def test_llama2_7b_lora_weights_by_hand() -> None:
