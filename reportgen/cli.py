@@ -87,7 +87,7 @@ def study_options(func: Any) -> Any:
 MEMORY_DEFAULTS = MemoryAssumptions()
 MEMORY_OPTIONS = ("seq_len", "batch_size", "grad_checkpointing", "optimizer", "base_dtype", "attention",
                   "adapter_dtype", "full_precision", "lora_dropout", "double_quant", "bnb_keeps_inputs",
-                  "gpu_sizes_gib", "headroom_gib", "scenario", "rank")
+                  "prepare_kbit", "gpu_sizes_gib", "headroom_gib", "scenario", "rank")
 
 
 def _gpu_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -130,6 +130,9 @@ def memory_options(func: Any) -> Any:
         click.option("--bnb-keeps-inputs", is_flag=True, default=d.bnb_keeps_inputs,
                      help="qlora under bitsandbytes before 0.43.2, which kept every 4-bit Linear's input for the "
                           "backward (0.43.2 and later keep none)."),
+        click.option("--prepare-kbit", is_flag=True, default=d.prepare_kbit,
+                     help="qlora after PEFT's prepare_model_for_kbit_training (its QLoRA recipe): embeddings, head "
+                          "and norms upcast to fp32, and with them the hidden states and activations."),
         click.option("--memory-scenario", "scenario", default=d.scenario, show_default=True, metavar="NAME",
                      help="The scenario of the headline memory rows (the table and the chart)."),
         click.option("--memory-rank", "rank", type=click.IntRange(min=1), default=None, metavar="R",

@@ -153,7 +153,7 @@ def frozen_weight_bytes(
     kept = info.total_params - quantised_params(rows)  # embeddings, head, norms, biases: not quantised
     if method == "qlora":
         data_bytes, constants = nf4_bytes(rows, a)
-        return kept * 2 + data_bytes + constants, constants
+        return kept * (FP32 if a.prepare_kbit else 2) + data_bytes + constants, constants
     if a.base_dtype == "int8":
         data_bytes, constants = int8_bytes(rows)
         return kept * 2 + data_bytes + constants, constants
@@ -231,8 +231,12 @@ def full_row(info: ModelInfo, shape: MemoryShape, a: MemoryAssumptions) -> Memor
 
 
 def adapter_bytes(method: str, a: MemoryAssumptions) -> tuple[int, int]:
-    """Bytes per activation value (the compute dtype) and per adapter value (fp32, or the base dtype)."""
-    element = 2 if method == "qlora" else a.compute_bytes
+    """Bytes per activation value (the compute dtype) and per adapter value (fp32, or the base dtype).
+
+    QLoRA's hidden states are 16-bit, or fp32 once prepare_model_for_kbit_training has upcast the embeddings
+    and norms (each 4-bit matmul hands its output back in its input's dtype).
+    """
+    element = (FP32 if a.prepare_kbit else 2) if method == "qlora" else a.compute_bytes
     return element, (FP32 if a.adapter_dtype == "fp32" else element)
 
 

@@ -36,6 +36,9 @@ TORCH_ADAMW = "torch.optim.AdamW: exp_avg and exp_avg_sq allocated like the para
 BNB_INPUTS = ("bitsandbytes 0.50 autograd/_functions.py MatMul4Bit.forward: ctx.tensors = (None, B), the packed "
               "weight only; before 0.43.2 ctx.tensors = (A, B), removed by bitsandbytes PR #1270 ('delete useless "
               "buffered activation', July 2024); measured on CPU with bitsandbytes 0.50.2 (make validate-memory)")
+PEFT_KBIT = ("PEFT 0.21 utils/other.py prepare_model_for_kbit_training: 'cast all non INT8 parameters to fp32'; "
+             "bitsandbytes 0.50 Linear4bit.forward: x.to(compute_dtype), then the output back to the input's dtype; "
+             "measured on CPU (make validate-memory)")
 BNB_PAGED = ("bitsandbytes paged optimizers: states in CUDA unified memory (cudaMallocManaged), outside "
              "PyTorch's allocator, paged to CPU memory under pressure")
 BF16_TRUE = ("litgpt precision bf16-true and torchtune: weights, gradients and AdamW states in bf16, "
@@ -69,6 +72,7 @@ class MemoryAssumptions:
     base_dtype: str = "bf16"  # frozen base weights of `full` and `lora`: fp32, bf16, fp16 or int8
     double_quant: bool = True  # QLoRA's double quantisation of the NF4 absmax constants
     bnb_keeps_inputs: bool = False  # bitsandbytes before 0.43.2: each 4-bit Linear kept its input for the backward
+    prepare_kbit: bool = False  # QLoRA after PEFT's prepare_model_for_kbit_training: what is not 4-bit upcast to fp32
     nf4_block_size: int = 64  # QLoRA: one absmax per 64 weights
     double_quant_block_size: int = 256  # QLoRA: one fp32 constant per 256 8-bit absmax values
     adam_8bit_block_size: int = 2048  # 8-bit Adam: one fp32 absmax per 2048 state values

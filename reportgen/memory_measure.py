@@ -47,12 +47,14 @@ class Case:
     grad_checkpointing: bool
     adapter_dtype: str = "fp32"  # PEFT's default autocast, or base: bf16 adapters
     lora_dropout: float = 0.0
+    prepare_kbit: bool = False  # qlora: PEFT's prepare_model_for_kbit_training (what is not 4-bit upcast to fp32)
 
     @property
     def label(self) -> str:
         ckpt = "checkpointing" if self.grad_checkpointing else "no checkpointing"
         extra = "" if self.method == "full" else f", {self.adapter_dtype} adapters" + (
-            f", dropout {self.lora_dropout:g}" if self.lora_dropout else "")
+            f", dropout {self.lora_dropout:g}" if self.lora_dropout else "") + (
+            ", prepare_model_for_kbit_training" if self.prepare_kbit else "")
         return f"{self.method}, {self.attention}, s={self.seq_len}, {ckpt}{extra}"
 
     @property
@@ -60,7 +62,7 @@ class Case:
         """The estimate's assumptions for this case (batch 1, bf16 base)."""
         return MemoryAssumptions(seq_len=self.seq_len, batch_size=1, grad_checkpointing=self.grad_checkpointing,
                                  attention=self.attention, adapter_dtype=self.adapter_dtype,
-                                 lora_dropout=self.lora_dropout)
+                                 lora_dropout=self.lora_dropout, prepare_kbit=self.prepare_kbit)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ CASES = tuple(
     Case("qlora", "sdpa", 128, False),
     Case("qlora", "sdpa", 128, True),
     Case("qlora", "sdpa", 128, False, "base", 0.05),
+    Case("qlora", "sdpa", 128, False, prepare_kbit=True),  # PEFT's QLoRA recipe
+    Case("qlora", "sdpa", 128, True, prepare_kbit=True),
 )
 
 
@@ -148,6 +152,11 @@ def shrunk_model(case: Case) -> Any:
             measured_config(), dtype=DTYPE, attn_implementation=case.attention)
         if case.method == "qlora":
             model = _quantised(model, case)
+        if case.prepare_kbit:  # checkpointing is turned on below, as for every case
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]
+                model, use_gradient_checkpointing=False)
         if case.method in ("lora", "qlora"):
             from peft import LoraConfig, get_peft_model
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from .memory_data import (
     ADAM_8BIT_2022, BF16_TRUE, BNB_INPUTS, BNB_PAGED, HF_CHECKPOINTING, HF_EAGER, HF_LOSS, HF_SDPA, KORTHIKANTI_2022,
-    LLM_INT8_2022, PEFT_CAST, PEFT_SOURCE, QLORA_2023, TORCH_ADAMW, ZERO_2020, Assumption,
+    LLM_INT8_2022, PEFT_CAST, PEFT_KBIT, PEFT_SOURCE, QLORA_2023, TORCH_ADAMW, ZERO_2020, Assumption,
 )
 
 if TYPE_CHECKING:
@@ -69,12 +69,20 @@ def stated_assumptions(a: MemoryAssumptions) -> tuple[Assumption, ...]:
                    "qlora stores every Linear/Conv1D/expert weight of the blocks in 4 bits with one absmax "
                    f"per {a.nf4_block_size} weights (fp32, or 8-bit plus one fp32 constant per "
                    f"{a.double_quant_block_size} absmax with double quantisation); embeddings, output head, "
-                   "norms and biases stay 16-bit; compute in bf16", f"--double-quant; {QLORA_2023}"),
+                   f"norms and biases stay {'fp32 (--prepare-kbit)' if a.prepare_kbit else '16-bit'}; compute in bf16",
+                   f"--double-quant; {QLORA_2023}"),
         Assumption("qlora_inputs", "kept (bitsandbytes before 0.43.2)" if a.bnb_keeps_inputs else "not kept",
                    "a 4-bit Linear's weight never trains, so bitsandbytes 0.43.2 and later keep only the packed "
                    "weight for the backward, and QLoRA's activations are LoRA's; bitsandbytes before 0.43.2 "
                    "(--bnb-keeps-inputs) also kept each 4-bit Linear's input, once per tensor read",
                    f"--bnb-keeps-inputs; {BNB_INPUTS}"),
+        Assumption("qlora_prepare", "prepare_model_for_kbit_training" if a.prepare_kbit else "off",
+                   "off: the 4-bit model as loaded, its embeddings, head and norms 16-bit; prepare_model_for_kbit_"
+                   "training (--prepare-kbit, PEFT's QLoRA recipe) upcasts every parameter not in 4 bits to fp32: "
+                   "those weights take 4 bytes each, and the hidden states, so every activation, are fp32 (each "
+                   "4-bit matmul computes in bf16 on a transient copy and hands its output back in fp32); fp32 "
+                   "adapters then read the fp32 input as it is, with no copy of their own",
+                   f"--prepare-kbit; {PEFT_KBIT}"),
         Assumption("adapter_dtype", a.adapter_dtype,
                    "fp32: LoRA A and B and their gradients are fp32 (PEFT upcasts 16-bit adapters by default) "
                    "and PEFT casts each adapted module's input to fp32; base: adapters in the base weights' "

@@ -192,6 +192,29 @@ def test_qlora_keeps_what_lora_keeps_unless_bitsandbytes_predates_0_43_2(llama: 
     assert old["lora"].activation_bytes == activations_by_hand(full=False)  # LoRA has no 4-bit Linear
 
 
+def test_prepare_model_for_kbit_training_makes_qlora_fp32_by_hand(llama: ModelReport) -> None:
+    qlora = rows_with(llama, MemoryAssumptions(prepare_kbit=True))["qlora"]
+    # PEFT's prepare_model_for_kbit_training upcasts every parameter not in 4 bits to fp32: the embeddings and the
+    # untied head (128256 x 4096 each) and the 65 norms of 4096; the 4-bit weights and their constants are as before.
+    quantised = L * sum(out * inp for out, inp in PROJECTIONS.values())
+    kept = 2 * V * H + 65 * H
+    assert kept == LLAMA_8B_PARAMS - quantised
+    plain = headline(llama, "qlora")
+    assert qlora.frozen_weight_bytes == plain.frozen_weight_bytes + 2 * kept  # 4 bytes instead of 2
+    # The hidden states are fp32 from the embeddings on, so every activation is 4 bytes; the fp32 adapters read
+    # their fp32 input as it is, so the tensor each group of Linears reads is kept once (o_proj's is SDPA's output).
+    t = 2048
+    layer_inputs = L * 4 * t * H
+    rotary = 2 * t * D * 4
+    norms = 2 * (4 * H + 4)
+    sdpa = 4 * (2 * HEADS * D + 2 * KV * D) + 4 * HEADS
+    mlp = 4 * 3 * I
+    linear = 4 * (H + H + I) + 7 * 4 * 16  # q/k/v's input, gate/up's, down's; x A (fp32, r = 16) for each of 7
+    head = t * (4 * H + 4 + 4 * V)
+    expected = layer_inputs + rotary + t * (norms + sdpa + mlp + linear) + head + 8 * t * V
+    assert qlora.activation_bytes == expected
+
+
 def test_lora_total_by_hand(llama: ModelReport) -> None:
     trainable = 41_943_040
     # bf16 frozen weights; fp32 adapter weights, gradients (4 bytes each) and AdamW m and v (8); activations.
@@ -322,7 +345,7 @@ def test_qlora_options_through_the_cli(tmp_path: Path, run_cli: Cli) -> None:
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     plain = run_cli.report(tmp_path / "a", [SMOLLM2], "--no-merge-check", "--ranks", "8")
     old = run_cli.report(tmp_path / "b", [SMOLLM2], "--no-merge-check", "--ranks", "8", "--no-double-quant",
-                         "--bnb-keeps-inputs")
+                         "--bnb-keeps-inputs", "--prepare-kbit")
     assert plain.exit_code == old.exit_code == 0, (plain.output, old.output)
     rows = [{row["method"]: row for row in run_cli.report_json(folder / "out", SMOLLM2)["memory"] if row["headline"]}
             for folder in (tmp_path / "a", tmp_path / "b")]
@@ -330,9 +353,10 @@ def test_qlora_options_through_the_cli(tmp_path: Path, run_cli: Cli) -> None:
         "memory_assumptions"]}
     assert stated["qlora_weights"] == "NF4, block 64, double quantisation off"
     assert stated["qlora_inputs"] == "kept (bitsandbytes before 0.43.2)"
+    assert stated["qlora_prepare"] == "prepare_model_for_kbit_training"
     assert rows[1]["lora"] == rows[0]["lora"]  # neither option touches LoRA
     assert rows[1]["qlora"]["activation_bytes"] > rows[0]["qlora"]["activation_bytes"]
-    assert rows[1]["qlora"]["weight_bytes"] > rows[0]["qlora"]["weight_bytes"]  # fp32 absmax: 0.5 bits a weight
+    assert rows[1]["qlora"]["weight_bytes"] > rows[0]["qlora"]["weight_bytes"]  # fp32 absmax, fp32 embeddings
 
 
 def test_an_unknown_optimizer_is_a_usage_error(run_cli: Cli) -> None:

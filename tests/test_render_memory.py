@@ -74,9 +74,9 @@ LORA = {"frozen weights": BF16_WEIGHTS, **ADAPTERS}
 QLORA = {"frozen weights": NF4_FROZEN, **ADAPTERS}
 GB = [f"{sum(row.values()) / 1e9:.2f} GB" for row in (FULL, LORA, QLORA)]  # the three totals as the pages print them
 BARS = ("Full fine-tuning\nall parameters", "LoRA\nall_linear, r=16", "QLoRA\nall_linear, r=16")
-ASSUMPTIONS = ("seq_len", "batch_size", "base_dtype", "qlora_weights", "qlora_inputs", "adapter_dtype", "lora_dropout",
-               "full_precision", "optimizer", "attention", "grad_checkpointing", "activations", "loss_buffers",
-               "gpu_fit")
+ASSUMPTIONS = ("seq_len", "batch_size", "base_dtype", "qlora_weights", "qlora_inputs", "qlora_prepare",
+               "adapter_dtype", "lora_dropout", "full_precision", "optimizer", "attention", "grad_checkpointing",
+               "activations", "loss_buffers", "gpu_fit")
 
 
 @pytest.fixture(scope="module")
