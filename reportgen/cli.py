@@ -125,8 +125,9 @@ def memory_options(func: Any) -> Any:
                      help="LoRA dropout of the trained adapters (memory only: a dropped copy of each adapted "
                           "module's input and its mask are kept)."),
         click.option("--double-quant/--no-double-quant", default=d.double_quant, show_default=True,
-                     help="qlora: double quantisation of the NF4 absmax constants (the QLoRA paper's; transformers' "
-                          "BitsAndBytesConfig and litgpt's bnb.nf4 leave it off: one fp32 absmax per 64 weights)."),
+                     help="qlora: on (the QLoRA paper's recipe), the NF4 absmax constants in 8 bits plus one fp32 "
+                          "constant per 256; off (transformers' BitsAndBytesConfig default, litgpt's bnb.nf4), one "
+                          "fp32 absmax per 64 weights."),
         click.option("--bnb-keeps-inputs", is_flag=True, default=d.bnb_keeps_inputs,
                      help="qlora under bitsandbytes before 0.43.2, which kept every 4-bit Linear's input for the "
                           "backward (0.43.2 and later keep none)."),

@@ -50,11 +50,12 @@ class ActivationTerms:
     head: int  # the final norm's, the output head's, and the loss's fp32 log-probabilities
     loss_buffers: int  # transient, in the loss's backward: two fp32 tensors the size of the logits
     shared: int = 0  # one copy for every layer: rotary cos and sin; with checkpointing, eager's causal mask
+    held: int = 0  # checkpointing under bitsandbytes before 0.43.2: every layer's 4-bit inputs, on the matmul's context
 
     @property
     def saved(self) -> int:
-        """What autograd keeps for the backward pass (what saved-tensor hooks see)."""
-        return self.layer_inputs + self.shared + self.layers_saved + self.head
+        """What autograd keeps for the backward pass (saved tensors, and tensors kept on a function's context)."""
+        return self.layer_inputs + self.shared + self.layers_saved + self.head + self.held
 
     @property
     def total(self) -> int:
@@ -109,6 +110,16 @@ def linear_inputs_per_token(shape: MemoryShape, a: MemoryAssumptions, training: 
     others = [row for row in chosen if row.role not in GROUP_OF_ROLE]  # routers and the like: their own input
     total += sum(row.layers * _active(row, shape) * _own_copy(training) * row.shape[1] for row in others)
     total += sum(row.layers * _active(row, shape) * training.adapter * training.rank for row in chosen)  # x A
+    return total
+
+
+def quantised_inputs_per_token(shape: MemoryShape, training: Training) -> int:
+    """Every 4-bit Linear's input, each tensor once, summed over layers: what bitsandbytes before 0.43.2 kept on
+    its matmul's context. Under checkpointing nothing else keeps them (not even SDPA's output, o_proj's input)."""
+    total = 0
+    for group in ("attn_in", "o_in", "mlp_in", "down_in"):
+        active = shape.experts_per_token if shape.experts > 1 and group in ("mlp_in", "down_in") else 1
+        total += shape.layers * active * training.element * _group_width(shape, group)
     return total
 
 
@@ -168,7 +179,9 @@ def activation_terms(shape: MemoryShape, a: MemoryAssumptions, training: Trainin
     loss_buffers = tokens * LOSS_BUFFERS_PER_LOGIT * shape.vocab
     shared = shared_bytes(shape, a, training.element)
     if a.grad_checkpointing:
-        # Only each layer's input is kept; one layer is recomputed (and alive) at a time.
+        # Only each layer's input is kept; one layer is recomputed (and alive) at a time. bitsandbytes before
+        # 0.43.2 kept each 4-bit Linear's input on its context, which the checkpoint cannot drop: every layer's.
         inputs = tokens * shape.layers * training.element * shape.hidden
-        return ActivationTerms(inputs, layer, layer, head, loss_buffers, shared)
+        held = tokens * quantised_inputs_per_token(shape, training) if training.quantised else 0
+        return ActivationTerms(inputs, layer, layer, head, loss_buffers, shared, held)
     return ActivationTerms(0, layer, tokens * all_layers, head, loss_buffers, shared)

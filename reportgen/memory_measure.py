@@ -48,13 +48,15 @@ class Case:
     adapter_dtype: str = "fp32"  # PEFT's default autocast, or base: bf16 adapters
     lora_dropout: float = 0.0
     prepare_kbit: bool = False  # qlora: PEFT's prepare_model_for_kbit_training (what is not 4-bit upcast to fp32)
+    bnb_keeps_inputs: bool = False  # qlora: bitsandbytes before 0.43.2 emulated (its 4-bit matmul keeps its input)
 
     @property
     def label(self) -> str:
         ckpt = "checkpointing" if self.grad_checkpointing else "no checkpointing"
         extra = "" if self.method == "full" else f", {self.adapter_dtype} adapters" + (
             f", dropout {self.lora_dropout:g}" if self.lora_dropout else "") + (
-            ", prepare_model_for_kbit_training" if self.prepare_kbit else "")
+            ", prepare_model_for_kbit_training" if self.prepare_kbit else "") + (
+            ", bitsandbytes before 0.43.2 (emulated)" if self.bnb_keeps_inputs else "")
         return f"{self.method}, {self.attention}, s={self.seq_len}, {ckpt}{extra}"
 
     @property
@@ -62,7 +64,8 @@ class Case:
         """The estimate's assumptions for this case (batch 1, bf16 base)."""
         return MemoryAssumptions(seq_len=self.seq_len, batch_size=1, grad_checkpointing=self.grad_checkpointing,
                                  attention=self.attention, adapter_dtype=self.adapter_dtype,
-                                 lora_dropout=self.lora_dropout, prepare_kbit=self.prepare_kbit)
+                                 lora_dropout=self.lora_dropout, prepare_kbit=self.prepare_kbit,
+                                 bnb_keeps_inputs=self.bnb_keeps_inputs)
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,9 @@ CASES = tuple(
     Case("qlora", "sdpa", 128, False, "base", 0.05),
     Case("qlora", "sdpa", 128, False, prepare_kbit=True),  # PEFT's QLoRA recipe
     Case("qlora", "sdpa", 128, True, prepare_kbit=True),
+    # bitsandbytes before 0.43.2 (litgpt's runs): its 4-bit matmul also kept its input on its context
+    Case("qlora", "sdpa", 128, False, bnb_keeps_inputs=True),
+    Case("qlora", "sdpa", 128, True, bnb_keeps_inputs=True),
 )
 
 
@@ -183,23 +189,52 @@ def _quantised(model: Any, case: Case) -> Any:
                                                     device_map="cpu", attn_implementation=case.attention)
 
 
-def held_on_contexts(output: torch.Tensor, model: nn.Module) -> int:
+def held_on_contexts(output: torch.Tensor, model: nn.Module, seen_by_hooks: frozenset[int] = frozenset()) -> int:
     """Bytes of the tensors that custom autograd functions keep on their context (bitsandbytes' 4-bit matmul:
-    ``ctx.tensors``) rather than through save_for_backward, weights excluded: the hooks never see them."""
-    excluded = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+    ``ctx.tensors``) rather than through save_for_backward, where the hooks never see them: weights and
+    the storages the hooks saw already (``seen_by_hooks``) excluded."""
+    excluded = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())} | seen_by_hooks
     sizes: dict[int, int] = {}
-    seen: set[int] = set()
+    seen: list[Any] = []  # the nodes themselves: autograd makes a node's Python object on demand, so ids are reused
+    seen_ids: set[int] = set()
     stack = [output.grad_fn]
     while stack:
         node = stack.pop()
-        if node is None or id(node) in seen:
+        if node is None or id(node) in seen_ids:
             continue
-        seen.add(id(node))
-        for tensor in getattr(node, "tensors", None) or ():
-            if isinstance(tensor, torch.Tensor) and tensor.untyped_storage().data_ptr() not in excluded:
-                sizes.setdefault(tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes())
+        seen.append(node)
+        seen_ids.add(id(node))
+        for value in getattr(node, "__dict__", {}).values():
+            for tensor in value if isinstance(value, (tuple, list)) else (value,):
+                if isinstance(tensor, torch.Tensor) and tensor.untyped_storage().data_ptr() not in excluded:
+                    sizes.setdefault(tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes())
         stack.extend(function for function, _ in node.next_functions)
     return sum(sizes.values())
+
+
+@contextlib.contextmanager
+def bitsandbytes_before_0_43_2(active: bool) -> Iterator[None]:
+    """Within the block, bitsandbytes' 4-bit matmul also keeps its input on its context, as it did before 0.43.2
+    (``ctx.tensors = (A, B)``; bitsandbytes PR #1270 kept only B)."""
+    if not active:
+        yield
+        return
+    from bitsandbytes.autograd import _functions
+
+    original = _functions.MatMul4Bit.__dict__["forward"]  # the staticmethod itself, put back as it was
+    today = _functions.MatMul4Bit.forward
+
+    def forward(ctx: Any, A: torch.Tensor, B: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        output: torch.Tensor = today(ctx, A, B, *args, **kwargs)
+        if not ctx.is_empty and any(ctx.needs_input_grad[:2]):
+            ctx.tensors = (A, ctx.tensors[1])
+        return output
+
+    _functions.MatMul4Bit.forward = staticmethod(forward)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        _functions.MatMul4Bit.forward = original  # type: ignore[method-assign]
 
 
 def _decoder_layers(model: nn.Module) -> list[Any]:
@@ -217,15 +252,19 @@ def measure(case: Case) -> tuple[int, int, int, int]:
     for layer in _decoder_layers(model):
         layer._gradient_checkpointing_func = functools.partial(_recording, layer._gradient_checkpointing_func,
                                                                inputs, calls)
-    with outside.hooked(), captured():  # transformers' note that checkpointing turns the cache off
+    legacy = bitsandbytes_before_0_43_2(case.bnb_keeps_inputs)
+    with legacy, outside.hooked(), captured():  # captured: transformers' note that checkpointing turns the cache off
         loss = model(input_ids=ids, labels=ids).loss
-    held = held_on_contexts(loss, model)
+    hooked = frozenset(outside.sizes) | frozenset(inputs.sizes)
     if not case.grad_checkpointing:
-        return 0, 0, outside.total, held
+        return 0, 0, outside.total, held_on_contexts(loss, model, hooked)
     function, args = calls[0]  # the first layer's recomputation, under the same hooks
     one_layer = SavedStorages(model)
-    with one_layer.hooked():
-        function(*args)
+    with bitsandbytes_before_0_43_2(case.bnb_keeps_inputs), one_layer.hooked():
+        recomputed = function(*args)
+    hooked |= frozenset(one_layer.sizes)
+    held = held_on_contexts(loss, model, hooked) + held_on_contexts(
+        recomputed[0] if isinstance(recomputed, tuple) else recomputed, model, hooked)
     # The checkpoint hands the layers' inputs to the outer hooks too: each storage is counted once, as an input.
     outside_only = sum(size for pointer, size in outside.sizes.items() if pointer not in inputs.sizes)
     return outside_only, inputs.total, one_layer.total, held
@@ -242,8 +281,9 @@ def _recording(checkpoint: Callable[..., Any], inputs: SavedStorages,
     return checkpoint(function, *args)
 
 
-def estimated(case: Case) -> ActivationTerms:
-    """The estimate's activation terms for the measured model and case."""
+def estimated(case: Case, keeps_inputs: bool | None = None) -> ActivationTerms:
+    """The estimate's activation terms for the measured model and case (``keeps_inputs``: bitsandbytes before
+    0.43.2 or not, else as the case says)."""
     from .build import build_meta_model, describe_build
     from .roles import dimensions
 
@@ -262,13 +302,14 @@ def estimated(case: Case) -> ActivationTerms:
     # (ATen Dropout.cpp, is_fused_kernel_acceptable: CUDA and XPU only).
     return activation_terms(shape, a, Training(full=False, element=element, adapter=adapter, chosen=plan.rows,
                                                rank=RANK, dropout=case.lora_dropout > 0, mask=adapter,
-                                               quantised=case.method == "qlora" and a.bnb_keeps_inputs))
+                                               quantised=case.method == "qlora" and (
+                                                   a.bnb_keeps_inputs if keeps_inputs is None else keeps_inputs)))
 
 
 def compare(case: Case) -> Measurement:
     """One case measured and estimated, part by part."""
     outside, inputs, layers, held = measure(case)
-    terms = estimated(case)
+    terms = estimated(case, keeps_inputs=False)  # what the hooks see; the 4-bit inputs kept on contexts below
     parts: tuple[tuple[str, int, int], ...]
     if case.grad_checkpointing:
         parts = (("outside the layers", outside, terms.head),
@@ -276,6 +317,6 @@ def compare(case: Case) -> Measurement:
                  ("one layer recomputed", layers, terms.layer))
     else:
         parts = (("every saved tensor", layers, terms.saved),)
-    if case.method == "qlora":  # the estimate counts no 4-bit Linear's input (today's bitsandbytes keeps none)
-        parts += (("held on bitsandbytes' contexts", held, 0),)
+    if case.method == "qlora":  # the 4-bit inputs bitsandbytes keeps on its contexts: none since 0.43.2
+        parts += (("held on bitsandbytes' contexts", held, estimated(case).saved - terms.saved),)
     return Measurement(case, parts)

@@ -73,8 +73,9 @@ def stated_assumptions(a: MemoryAssumptions) -> tuple[Assumption, ...]:
                    f"--double-quant; {QLORA_2023}"),
         Assumption("qlora_inputs", "kept (bitsandbytes before 0.43.2)" if a.bnb_keeps_inputs else "not kept",
                    "a 4-bit Linear's weight never trains, so bitsandbytes 0.43.2 and later keep only the packed "
-                   "weight for the backward, and QLoRA's activations are LoRA's; bitsandbytes before 0.43.2 "
-                   "(--bnb-keeps-inputs) also kept each 4-bit Linear's input, once per tensor read",
+                   "weight for the backward, and QLoRA's activations are those of LoRA at 16 bits; bitsandbytes "
+                   "before 0.43.2 (--bnb-keeps-inputs) also kept each 4-bit Linear's input, once per tensor read, "
+                   "on the matmul's context, where gradient checkpointing cannot drop it (every layer's then)",
                    f"--bnb-keeps-inputs; {BNB_INPUTS}"),
         Assumption("qlora_prepare", "prepare_model_for_kbit_training" if a.prepare_kbit else "off",
                    "off: the 4-bit model as loaded, its embeddings, head and norms 16-bit; prepare_model_for_kbit_"

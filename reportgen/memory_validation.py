@@ -198,11 +198,13 @@ def _cpu_section(measurements: tuple[Measurement, ...]) -> list[str]:
         "layer at a time: that layer's forward is measured on its own under the same hooks. The estimate is "
         "reportgen's activation term without the loss's transient buffers (which are not saved tensors); on CPU "
         "torch's unfused dropout keeps its mask in the input's dtype, so the estimate of those cases does too. "
-        "QLoRA is the same model loaded in 4 bits as its users load it (transformers' BitsAndBytesConfig: NF4, "
-        "double quantisation, bf16 compute) on bitsandbytes' CPU backend, with the same adapters; its 4-bit "
-        "matmul keeps its tensors on its autograd context, where the hooks cannot see them, so the graph is "
-        "walked for those too (weights excluded): today's bitsandbytes keeps no input there, and the estimate "
-        "counts none.",
+        "QLoRA is the same model loaded in 4 bits with the QLoRA recipe (transformers' BitsAndBytesConfig: NF4, "
+        "double quantisation, bf16 compute) on bitsandbytes' CPU backend, with the same adapters, as loaded "
+        "and after PEFT's prepare_model_for_kbit_training; its 4-bit matmul keeps its tensors on its autograd "
+        "context, where the hooks cannot see them, so the graph is walked for those too (weights and what the "
+        "hooks saw excluded). Today's bitsandbytes keeps no input there; bitsandbytes before 0.43.2 kept each "
+        "input, which is emulated (its matmul's forward made to keep its input, as it did) and compared with "
+        "the estimate under --bnb-keeps-inputs.",
         "", f"Band: {CPU_BAND_PERCENT:g}%.", "",
         "| case | part | measured (bytes) | estimate (bytes) | estimate / measured |",
         "|:---|:---|---:|---:|---:|",

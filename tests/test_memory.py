@@ -184,11 +184,15 @@ def test_qlora_keeps_what_lora_keeps_unless_bitsandbytes_predates_0_43_2(llama: 
     # bitsandbytes 0.43.2 and later keep no 4-bit Linear's input (measured on CPU with bitsandbytes 0.50.2 in
     # tests/test_memory_measure.py): QLoRA's activations are LoRA's.
     assert headline(llama, "qlora").activation_bytes == activations_by_hand(full=False)
-    # Before 0.43.2 MatMul4Bit kept its input on its context: in the recomputed layer, the 16-bit input of
+    # Before 0.43.2 MatMul4Bit kept its input on its context. In the recomputed layer: the 16-bit input of
     # q/k/v (4096 wide), of gate/up (4096) and of down (14336), each tensor once; o_proj's is SDPA's output, kept
     # already. Every adapted module keeps its own fp32 copy beside it (PEFT's cast), so nothing is shared.
+    # And the checkpoint cannot drop what sits on a context: every layer's four inputs from the forward stay
+    # (o_proj's too: under the checkpoint nothing else keeps SDPA's output).
     old = rows_with(llama, MemoryAssumptions(bnb_keeps_inputs=True))
-    assert old["qlora"].activation_bytes == activations_by_hand(full=False) + 2048 * 2 * (H + H + I)
+    recomputed = 2048 * 2 * (H + H + I)
+    forward = L * 2048 * 2 * (H + HEADS * D + H + I)
+    assert old["qlora"].activation_bytes == activations_by_hand(full=False) + recomputed + forward
     assert old["lora"].activation_bytes == activations_by_hand(full=False)  # LoRA has no 4-bit Linear
 
 

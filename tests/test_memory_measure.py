@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from reportgen.memory_measure import CASES, Case, Measurement, compare, held_on_contexts
+from reportgen.memory_measure import CASES, Case, Measurement, compare, held_on_contexts, shrunk_model
 from reportgen.memory_validation import CPU_BAND_PERCENT
 
 
@@ -42,6 +42,16 @@ def test_the_cases_cover_what_the_issue_asks() -> None:
     assert len({c.seq_len for c in CASES}) == 2
 
 
+def test_the_qlora_model_is_quantised() -> None:
+    # 4 layers of q, k, v, o, gate, up and down: 28 bitsandbytes 4-bit Linears under PEFT's LoRA layers.
+    import bitsandbytes
+
+    model = shrunk_model(Case("qlora", "sdpa", 128, False))
+    linears = [module for module in model.modules() if isinstance(module, bitsandbytes.nn.Linear4bit)]
+    assert len(linears) == 4 * 7
+    assert all(linear.weight.dtype == torch.uint8 for linear in linears)
+
+
 def test_qlora_keeps_what_lora_keeps() -> None:
     # Measured facts, not the estimate: the 4-bit model (bitsandbytes 0.50 on CPU) keeps the same saved tensors
     # as the bf16 one, and its 4-bit matmuls hold nothing but their packed weights on their contexts.
@@ -49,6 +59,21 @@ def test_qlora_keeps_what_lora_keeps() -> None:
     qlora = measured(Case("qlora", "sdpa", 128, False))
     assert qlora.parts[0][1] == lora.parts[0][1]
     assert qlora.parts[1][:2] == ("held on bitsandbytes' contexts", 0)
+
+
+def test_the_context_walk_finds_every_input_the_old_bitsandbytes_kept() -> None:
+    # The control on the real model: with bitsandbytes' pre-0.43.2 matmul emulated, every layer's 4-bit inputs
+    # are found on the contexts, each storage once, the ones the hooks saw already left out. By hand, 128 tokens
+    # of bf16: per layer q/k/v's input (576 wide), gate/up's (576) and down's (1536); o_proj's is SDPA's saved
+    # output, seen by the hooks. The first layer's q/k/v read the embeddings, which need no gradient: no
+    # matmul context there.
+    held = measured(Case("qlora", "sdpa", 128, False, bnb_keeps_inputs=True)).parts[1]
+    assert held[:2] == ("held on bitsandbytes' contexts", 128 * 2 * (4 * (576 + 576 + 1536) - 576))
+    # With checkpointing the forward's contexts keep all four inputs of every layer (nothing keeps SDPA's output
+    # there), and the recomputed first layer's contexts three more (its input needs a gradient: checkpointing
+    # makes the embeddings' output require one).
+    held = measured(Case("qlora", "sdpa", 128, True, bnb_keeps_inputs=True)).parts[3]
+    assert held[:2] == ("held on bitsandbytes' contexts", 128 * 2 * (4 * (576 + 576 + 576 + 1536) + 576 + 576 + 1536))
 
 
 class _KeepsItsInput(torch.autograd.Function):
