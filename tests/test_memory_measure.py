@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 import torch
 
-from reportgen.memory_measure import CASES, Case, Measurement, compare, held_on_contexts, shrunk_model
+from reportgen.memory_measure import (
+    CASES, Case, Measurement, bitsandbytes_before_0_43_2, compare, held_on_contexts, shrunk_model,
+)
 from reportgen.memory_validation import CPU_BAND_PERCENT
 
 
@@ -96,6 +98,23 @@ def test_the_context_walk_finds_a_kept_input() -> None:
     x = torch.randn(4, 8, requires_grad=True)
     output = _KeepsItsInput.apply(x * 1.0, layer.weight).sum()
     assert held_on_contexts(output, layer) == 4 * 8 * 4
+
+
+def test_the_old_bitsandbytes_inputs_outlive_the_backward() -> None:
+    # What benchmarks/MEMORY.md's note on litgpt's QLoRA runs rests on: the backward frees the saved tensors, not
+    # what a function keeps on its context, so while the step's loss is referenced (litgpt rebinds it only after
+    # the next forward) every 4-bit input the old bitsandbytes kept stays alive.
+    case = Case("qlora", "sdpa", 64, False, bnb_keeps_inputs=True)
+    model = shrunk_model(case)
+    ids = torch.randint(0, 1000, (1, 64), generator=torch.Generator().manual_seed(0))
+    with bitsandbytes_before_0_43_2(True):
+        loss = model(input_ids=ids, labels=ids).loss
+    before = held_on_contexts(loss, model)
+    loss.backward()
+    assert before > 0 and held_on_contexts(loss, model) == before
+    with bitsandbytes_before_0_43_2(False):  # today's: nothing to outlive it
+        loss = model(input_ids=ids, labels=ids).loss
+    assert held_on_contexts(loss, model) == 0
 
 
 def test_checkpointing_keeps_far_less_than_every_layer() -> None:
