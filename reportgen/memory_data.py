@@ -183,7 +183,7 @@ class PublishedCheck:
 class MemoryValidation:
     """How the estimate was checked (computed by `make validate-memory`, read from its summary file)."""
 
-    cpu_cases: int  # activation measurements on CPU (saved-tensor hooks)
+    cpu_cases: int  # activation measurements on CPU (saved-tensor hooks, and bitsandbytes' contexts for QLoRA)
     cpu_worst_percent: float  # the largest |estimate / measured - 1| among them, in percent
     cpu_band_percent: float
     band_percent: float  # the published runs' band
@@ -192,7 +192,8 @@ class MemoryValidation:
 
     @property
     def cpu_label(self) -> str:
-        return (f"activations measured on CPU (saved-tensor hooks, {self.cpu_cases} cases): the estimate is within "
+        return (f"activations measured on CPU (saved-tensor hooks and, for QLoRA, bitsandbytes' autograd contexts; "
+                f"{self.cpu_cases} cases): the estimate is within "
                 f"{self.cpu_worst_percent:.1f}% of every one (band {self.cpu_band_percent:g}%).")
 
     @property
