@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import platform
 import time
@@ -64,6 +65,19 @@ def environment() -> Environment:
     )
 
 
+@functools.cache
+def load_libraries() -> None:
+    """torch, transformers and peft, once per process, with what they import in turn (bitsandbytes, where it is
+    installed, prints notes on its kernels). What they say while loading is about the environment, not a model:
+    logged, never in a model's report, never on the terminal."""
+    from .quiet import captured
+
+    with captured() as said:
+        from . import peft_count  # noqa: F401
+    for message in said:
+        log.info("while loading the libraries: %s", message)
+
+
 def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | None = None) -> ModelReport:
     """The whole report of one model line (raises ReportgenError for input the user can fix).
 
@@ -71,6 +85,7 @@ def analyse_spec(spec: ModelSpec, slug: str, study: Study, progress: Progress | 
     """
     from .quiet import captured
 
+    load_libraries()  # their import-time notes are not this model's
     with captured() as library_warnings:
         report = _analyse_stages(spec, slug, study, progress)
     return dataclasses.replace(report, warnings=tuple(library_warnings))
@@ -195,12 +210,7 @@ def run(
         progress.on_stage(specs[0].text, "loading torch, transformers and peft")
         with _stage("all models", "loading torch, transformers and peft"):
             # Loaded once here: the first model's time is then its own, and forked workers start warm.
-            from .quiet import captured
-
-            with captured() as said:
-                from . import peft_count  # noqa: F401
-            for message in said:
-                log.info("while loading the libraries: %s", message)
+            load_libraries()
     if jobs > 1 and len(specs) > 1:
         jobs = min(jobs, len(specs))
         outcomes, files = _run_parallel(specs, slugs, dataclasses.replace(study, jobs=jobs), progress, jobs, finish)

@@ -398,6 +398,8 @@ def test_a_headline_rank_outside_the_study_is_a_usage_error_and_an_unknown_scena
     odd = run_cli("inspect", SMOLLM2, "--ranks", "8", "--memory-scenario", "c_attn")
     assert odd.exit_code == 0, odd.output
     assert "note: --memory-scenario 'c_attn' is not a scenario of the study (qv_only, qkvo, all_linear)" in odd.output
+    warnings = odd.output[odd.output.index("\nWarnings ("):]  # and the printout ends with the model's warning
+    assert "--memory-scenario 'c_attn' is not a scenario of this model" in warnings
     report = analyse_spec(ModelSpec(SMOLLM2, SMOLLM2), "smollm2", Study(ranks=(8,), merge_check=False,
                           memory=MemoryAssumptions(scenario="c_attn")))
     assert any("--memory-scenario 'c_attn' is not a scenario of this model" in line for line in report.warnings)

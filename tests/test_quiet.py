@@ -97,3 +97,17 @@ def test_each_report_keeps_its_own_warnings_whatever_ran_before(tmp_path: Path) 
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
     first, second = (report_warnings(tmp_path / "out", path) for path in (configs["bert-generation"], twin))
     assert first == second and any(WARNS["bert-generation"] in warning for warning in first)
+
+
+def test_inspect_prints_the_library_warnings_in_its_printout_not_on_stderr(tmp_path: Path) -> None:
+    _, configs = zoo_models(tmp_path, ["bert-generation", "llama"])
+    done = reportgen("inspect", str(configs["bert-generation"]), "--ranks", "8", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    warnings = done.stdout[done.stdout.index("\nWarnings ("):]
+    assert WARNS["bert-generation"] in warnings
+    # What the libraries print while they load (bitsandbytes, installed with the tests, notes its CPU kernels
+    # when PEFT imports it) is not a model's: llama's printout has no warnings at all.
+    done = reportgen("inspect", str(configs["llama"]), "--ranks", "8", cwd=tmp_path)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert "\nWarnings (" not in done.stdout

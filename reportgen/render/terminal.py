@@ -134,4 +134,7 @@ def render(report: ModelReport) -> str:
     if report.peft_reference is not None:
         lines += ["", f"PEFT, {report.peft_reference.config}:", "  " + report.peft_reference.summary_line]
     lines += memory_lines(report)
+    if report.warnings:  # kept off stderr while the model was built; the report lists them the same way
+        lines += ["", "Warnings (what the libraries, and reportgen of the options given, warned while this model "
+                  "was built and counted)", *(f"  {warning}" for warning in report.warnings)]
     return "\n".join(lines) + "\n"
