@@ -23,6 +23,7 @@ GROUP_OF_ROLE = {
     "q": "attn_in", "k": "attn_in", "v": "attn_in", "qkv": "attn_in", "q_latent": "attn_in",
     "kv_latent": "attn_in", "o": "o_in", "gate": "mlp_in", "up": "mlp_in", "gate_up": "mlp_in", "down": "down_in",
 }
+GROUPS = ("attn_in", "o_in", "mlp_in", "down_in")
 LOSS_BUFFERS_PER_LOGIT = 2 * FP32  # backward: nll_loss's gradient of the log-probabilities, log_softmax's of the logits
 
 
@@ -75,6 +76,11 @@ def _group_width(shape: MemoryShape, group: str) -> int:
             "down_in": shape.intermediate}[group]
 
 
+def _group_active(shape: MemoryShape, group: str) -> int:
+    """Copies of a group's input per token and layer: the top-k experts' for an MoE's MLP inputs, else one."""
+    return shape.experts_per_token if shape.experts > 1 and group in ("mlp_in", "down_in") else 1
+
+
 def _active(row: ModuleRow, shape: MemoryShape) -> int:
     """Copies of a row's input per token and layer: its top-k experts for fused experts, else one."""
     return shape.experts_per_token if row.kind == "experts" else 1
@@ -90,18 +96,19 @@ def linear_inputs_per_token(shape: MemoryShape, a: MemoryAssumptions, training: 
 
     A trainable Linear keeps its input for its weight's gradient, shared by every module that reads the same
     tensor; a frozen one keeps nothing, and so does a 4-bit one (bitsandbytes keeps only the packed weight),
-    except under bitsandbytes before 0.43.2, which kept every 4-bit Linear's input. PEFT casts an adapter's input to the adapter's dtype,
-    so with fp32 adapters on a 16-bit model each adapted module keeps its own fp32 copy; with lora_dropout each
-    keeps its own dropped copy and the dropout's mask; LoRA's x A is kept for B's gradient.
+    except under bitsandbytes before 0.43.2, which kept every 4-bit Linear's input. PEFT casts an adapter's
+    input to the adapter's dtype, so with fp32 adapters on a 16-bit model each adapted module keeps its own fp32
+    copy; with lora_dropout each keeps its own dropped copy and the dropout's mask; LoRA's x A is kept for B's
+    gradient.
     """
     layers = shape.layers
     chosen = [row for row in training.chosen if row.part != OUTPUT_HEAD]
     total = 0
     own = training.adapter != training.element or training.dropout  # each adapted module keeps its own copy
-    for group in ("attn_in", "o_in", "mlp_in", "down_in"):
+    for group in GROUPS:
         adapted = [row for row in chosen if GROUP_OF_ROLE.get(row.role) == group]
         width = _group_width(shape, group)
-        active = shape.experts_per_token if shape.experts > 1 and group in ("mlp_in", "down_in") else 1
+        active = _group_active(shape, group)
         shared = training.full or training.quantised or (adapted and not own)
         if shared and not (group == "o_in" and not a.attention_scores_stored):
             total += layers * active * training.element * width  # (SDPA's output is o_proj's input: kept once)
@@ -116,11 +123,8 @@ def linear_inputs_per_token(shape: MemoryShape, a: MemoryAssumptions, training: 
 def quantised_inputs_per_token(shape: MemoryShape, training: Training) -> int:
     """Every 4-bit Linear's input, each tensor once, summed over layers: what bitsandbytes before 0.43.2 kept on
     its matmul's context. Under checkpointing nothing else keeps them (not even SDPA's output, o_proj's input)."""
-    total = 0
-    for group in ("attn_in", "o_in", "mlp_in", "down_in"):
-        active = shape.experts_per_token if shape.experts > 1 and group in ("mlp_in", "down_in") else 1
-        total += shape.layers * active * training.element * _group_width(shape, group)
-    return total
+    return sum(shape.layers * _group_active(shape, group) * training.element * _group_width(shape, group)
+               for group in GROUPS)
 
 
 def attention_per_token(shape: MemoryShape, a: MemoryAssumptions, element: int) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -22,8 +22,8 @@ from torch import nn
 
 from .analyse import analyse
 from .build import Built, build
-from .data import MemoryAssumptions, Scenario
-from .memory import adapter_bytes, memory_shape
+from .data import MemoryAssumptions, ModuleRow, Scenario
+from .memory import MemoryShape, adapter_bytes, memory_shape
 from .memory_activations import ActivationTerms, Training, activation_terms
 from .methods import plan_cell
 from .quiet import captured
@@ -281,9 +281,9 @@ def _recording(checkpoint: Callable[..., Any], inputs: SavedStorages,
     return checkpoint(function, *args)
 
 
-def estimated(case: Case, keeps_inputs: bool | None = None) -> ActivationTerms:
-    """The estimate's activation terms for the measured model and case (``keeps_inputs``: bitsandbytes before
-    0.43.2 or not, else as the case says)."""
+@functools.lru_cache(maxsize=1)
+def _measured_shape() -> tuple[MemoryShape, tuple[ModuleRow, ...]]:
+    """The measured model's shape for the estimate and the rows PEFT's all-linear adapts (analysed once)."""
     from .build import build_meta_model, describe_build
     from .roles import dimensions
 
@@ -291,25 +291,30 @@ def estimated(case: Case, keeps_inputs: bool | None = None) -> ActivationTerms:
     resolved = resolve(ModelSpec(MEASURED_MODEL, "memory measurement"))
     meta = build_meta_model(config)
     analysis = analyse(Built(resolved, config, meta, dimensions(config), describe_build(resolved, meta)))
-    shape = memory_shape(analysis.info.dimensions, analysis.rows, config)
+    plan = plan_cell(Scenario("all_linear", (ALL_LINEAR,), ""), RANK, DEFAULT_VARIANTS[0], analysis.rows,
+                     analysis.info.model_type)
+    return memory_shape(analysis.info.dimensions, analysis.rows, config), plan.rows
+
+
+def estimated(case: Case) -> ActivationTerms:
+    """The estimate's activation terms for the measured model and case."""
+    shape, adapted = _measured_shape()
     a = case.assumptions
     if case.method == "full":
         return activation_terms(shape, a, Training(full=True, element=2, adapter=2))
-    plan = plan_cell(Scenario("all_linear", (ALL_LINEAR,), ""), RANK, DEFAULT_VARIANTS[0], analysis.rows,
-                     analysis.info.model_type)
     element, adapter = adapter_bytes(case.method, a)
     # On CPU torch's dropout is not fused: it keeps its mask in the input's dtype, not as a bool
     # (ATen Dropout.cpp, is_fused_kernel_acceptable: CUDA and XPU only).
-    return activation_terms(shape, a, Training(full=False, element=element, adapter=adapter, chosen=plan.rows,
+    return activation_terms(shape, a, Training(full=False, element=element, adapter=adapter, chosen=adapted,
                                                rank=RANK, dropout=case.lora_dropout > 0, mask=adapter,
-                                               quantised=case.method == "qlora" and (
-                                                   a.bnb_keeps_inputs if keeps_inputs is None else keeps_inputs)))
+                                               quantised=case.method == "qlora" and a.bnb_keeps_inputs))
 
 
 def compare(case: Case) -> Measurement:
     """One case measured and estimated, part by part."""
     outside, inputs, layers, held = measure(case)
-    terms = estimated(case, keeps_inputs=False)  # what the hooks see; the 4-bit inputs kept on contexts below
+    # What the hooks see is estimated without the 4-bit inputs; those kept on contexts are the last part.
+    terms = estimated(replace(case, bnb_keeps_inputs=False))
     parts: tuple[tuple[str, int, int], ...]
     if case.grad_checkpointing:
         parts = (("outside the layers", outside, terms.head),

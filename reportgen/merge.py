@@ -341,6 +341,7 @@ def _run(
     base = _Snapshot(parameter_count(model), module_classes(model), embeddings_tied(model))
     ids = fixed_batch(chosen.vocab_size, device)
     routing = Routing(router_paths(model))  # fixed routing: see reportgen.routing
+    # The model is rebuilt after the except block: inside it the traceback's frames still hold the first model.
     refusal: tuple[list[str], str] | None = None
     try:
         peft_model, refused = _adapt(model, targets, parameters, filler), ""

@@ -360,7 +360,16 @@ def test_qlora_options_through_the_cli(tmp_path: Path, run_cli: Cli) -> None:
     assert stated["qlora_prepare"] == "prepare_model_for_kbit_training"
     assert rows[1]["lora"] == rows[0]["lora"]  # neither option touches LoRA
     assert rows[1]["qlora"]["activation_bytes"] > rows[0]["qlora"]["activation_bytes"]
-    assert rows[1]["qlora"]["weight_bytes"] > rows[0]["qlora"]["weight_bytes"]  # fp32 absmax, fp32 embeddings
+    # By hand, SmolLM2-135M: 30 layers of q, o (576 x 576), k, v (192 x 576), gate, up, down (1536 x 576) in
+    # 4 bits: 106,168,320 weights; the other 28,346,688 (tied embeddings, norms) go from 2 to 4 bytes
+    # (--prepare-kbit). NF4 absmax per 64 weights, per matrix: q and o 5184 blocks, k and v 1728, the MLP's 13824.
+    # Double quantisation: a byte per block plus 4 bytes per 256 blocks (rounded up: 21, 7 and 54 constants);
+    # without it 4 bytes per block.
+    kept = 134_515_008 - 30 * (2 * 576 * 576 + 2 * 192 * 576 + 3 * 1536 * 576)
+    with_dq = 30 * (2 * (5184 + 21 * 4) + 2 * (1728 + 7 * 4) + 3 * (13824 + 54 * 4))
+    without_dq = 30 * 4 * (2 * 5184 + 2 * 1728 + 3 * 13824)
+    assert kept == 28_346_688
+    assert rows[1]["qlora"]["weight_bytes"] - rows[0]["qlora"]["weight_bytes"] == 2 * kept + without_dq - with_dq
 
 
 def test_an_unknown_optimizer_is_a_usage_error(run_cli: Cli) -> None:
